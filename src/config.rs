@@ -1,0 +1,502 @@
+//! Connector configuration: one TOML file plus environment overrides.
+//!
+//! Every key can be overridden from the environment with the prefix `BINLOG_OUTBOX` and `__`
+//! between levels, e.g. `BINLOG_OUTBOX__SOURCE__URL`. Values from the environment are strings
+//! and are converted to the field's type only where the field asks for one (so `"007"` stays
+//! `"007"` in a string field). Unknown keys and wrong types are errors naming the key;
+//! [`Config::validate`] then reports every semantic problem at once with its field path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::position::BinlogPosition;
+use crate::route::SubjectTemplate;
+use crate::secret::SecretUrl;
+
+/// Environment variables with this prefix override file settings.
+pub const ENV_PREFIX: &str = "BINLOG_OUTBOX";
+/// Separator between the prefix and levels in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Debezium's outbox router default subject shape, with NATS separators.
+pub const DEFAULT_SUBJECT: &str = "outbox.event.{aggregatetype}";
+/// JetStream's own default duplicate window; long enough to cover a connector restart.
+pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
+/// In-flight publish acks. High enough to keep the pipe to JetStream full on loopback and LAN,
+/// well below async-nats' 5000 ack permits (holding all of them deadlocks the client).
+pub const DEFAULT_ACK_WINDOW: usize = 1024;
+/// The largest ack window accepted; leaves headroom below async-nats' 5000 permits.
+pub const MAX_ACK_WINDOW: usize = 4000;
+/// How long to wait for one publish ack before the outcome counts as unknown.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
+/// Connecting to either server gives up after this long (then the retry policy applies).
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long shutdown waits for in-flight acks before giving up on them (they are simply not
+/// checkpointed, and are republished on the next start).
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+
+/// The whole connector configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub outbox: Vec<OutboxTableConfig>,
+    pub nats: NatsConfig,
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `mysql://user:password@host:port`. The password is never logged.
+    pub url: SecretUrl,
+    /// Replica server id; must be unique among all replicas of the source server.
+    pub server_id: u32,
+    /// Where to begin when there is no checkpoint.
+    #[serde(default)]
+    pub start: StartPosition,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// Where to begin reading when no checkpoint exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest binlog the server still has.
+    Earliest,
+    /// The server's current end of binlog: only events committed after the start.
+    #[default]
+    Latest,
+    /// An explicit `file:pos`.
+    At(BinlogPosition),
+}
+
+impl FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            other => other.parse().map(Self::At).map_err(|e| {
+                format!("expected \"earliest\", \"latest\" or FILE:POS, got {other:?} ({e})")
+            }),
+        }
+    }
+}
+
+impl fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Earliest => f.write_str("earliest"),
+            Self::Latest => f.write_str("latest"),
+            Self::At(p) => p.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One outbox table and how its rows become messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxTableConfig {
+    /// `schema.table`.
+    pub table: String,
+    /// Subject template; see [`crate::route`].
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    #[serde(default)]
+    pub columns: ColumnMapping,
+    /// Extra message headers: header name → column name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl OutboxTableConfig {
+    /// `(schema, table)` from `schema.table`; `None` if malformed (reported by `validate`).
+    pub fn schema_and_table(&self) -> Option<(&str, &str)> {
+        let (schema, table) = self.table.split_once('.')?;
+        (!schema.is_empty() && !table.is_empty() && !table.contains('.')).then_some((schema, table))
+    }
+}
+
+/// Which column holds which part of the event. Defaults are Debezium's outbox column names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnMapping {
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Optional: a TIMESTAMP/DATETIME column sent as the `Outbox-Timestamp` header.
+    pub timestamp: Option<String>,
+}
+
+impl Default for ColumnMapping {
+    fn default() -> Self {
+        Self {
+            id: "id".into(),
+            aggregate_type: "aggregatetype".into(),
+            aggregate_id: "aggregateid".into(),
+            event_type: "type".into(),
+            payload: "payload".into(),
+            timestamp: None,
+        }
+    }
+}
+
+impl ColumnMapping {
+    /// `(field name, column)` for every mapped column, for checks and error messages.
+    pub fn mapped(&self) -> Vec<(&'static str, &str)> {
+        let mut v = vec![
+            ("id", self.id.as_str()),
+            ("aggregate_type", self.aggregate_type.as_str()),
+            ("aggregate_id", self.aggregate_id.as_str()),
+            ("event_type", self.event_type.as_str()),
+            ("payload", self.payload.as_str()),
+        ];
+        if let Some(ts) = &self.timestamp {
+            v.push(("timestamp", ts.as_str()));
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:port`; credentials in the URL are never logged.
+    pub url: SecretUrl,
+    /// JetStream stream that stores the events.
+    pub stream: String,
+    /// Create the stream when it does not exist (otherwise refuse to start).
+    #[serde(default = "default_true")]
+    pub create_stream: bool,
+    /// Duplicate window of a stream this connector creates.
+    #[serde(default = "default_duplicate_window_ms")]
+    pub duplicate_window_ms: u64,
+    /// Maximum number of publishes awaiting their ack.
+    #[serde(default = "default_ack_window")]
+    pub ack_window: usize,
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// File holding the last acknowledged transaction end. Its directory must exist or be
+    /// creatable.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+        }
+    }
+}
+
+fn default_subject() -> String {
+    DEFAULT_SUBJECT.into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_duplicate_window_ms() -> u64 {
+    DEFAULT_DUPLICATE_WINDOW_MS
+}
+fn default_ack_window() -> usize {
+    DEFAULT_ACK_WINDOW
+}
+fn default_ack_timeout_ms() -> u64 {
+    DEFAULT_ACK_TIMEOUT_MS
+}
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    DEFAULT_SHUTDOWN_TIMEOUT_MS
+}
+
+/// Why the configuration could not be loaded or is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads `path` (TOML) with environment overrides from the process environment, then
+    /// validates it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env.into_iter().collect();
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator(ENV_SEPARATOR)
+                    .separator(ENV_SEPARATOR)
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        let config: Config = serde_path_to_error::deserialize(raw).map_err(|err| {
+            let key = err.path().to_string();
+            ConfigError::Key {
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: err.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: reports all problems at once, each with its field path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.source.server_id == 0 {
+            problems.push(
+                "source.server_id: must be a non-zero id unique among the source's replicas".into(),
+            );
+        }
+        if self.outbox.is_empty() {
+            problems.push("outbox: at least one [[outbox]] table is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, table) in self.outbox.iter().enumerate() {
+            let at = format!("outbox[{i}]");
+            if table.schema_and_table().is_none() {
+                problems.push(format!(
+                    "{at}.table: expected \"schema.table\", got {:?}",
+                    table.table
+                ));
+            } else if !seen.insert(table.table.as_str()) {
+                problems.push(format!("{at}.table: {:?} is configured twice", table.table));
+            }
+            if let Err(e) = SubjectTemplate::parse(&table.subject) {
+                problems.push(format!("{at}.subject: {e}"));
+            }
+            for (field, column) in table.columns.mapped() {
+                if column.trim().is_empty() {
+                    problems.push(format!("{at}.columns.{field}: column name is empty"));
+                }
+            }
+            for (header, column) in &table.headers {
+                if !is_valid_header_name(header) {
+                    problems.push(format!(
+                        "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
+                    ));
+                }
+                if column.trim().is_empty() {
+                    problems.push(format!("{at}.headers.{header}: column name is empty"));
+                }
+            }
+        }
+        let stream = &self.nats.stream;
+        if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+            problems.push(format!(
+                "nats.stream: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
+            ));
+        }
+        if !(1..=MAX_ACK_WINDOW).contains(&self.nats.ack_window) {
+            problems.push(format!(
+                "nats.ack_window: must be between 1 and {MAX_ACK_WINDOW}, got {}",
+                self.nats.ack_window
+            ));
+        }
+        if self.nats.duplicate_window_ms < 1000 {
+            problems.push("nats.duplicate_window_ms: must be at least 1000".into());
+        }
+        if self.nats.ack_timeout_ms == 0 {
+            problems.push("nats.ack_timeout_ms: must be positive".into());
+        }
+        if self.checkpoint.path.as_os_str().is_empty() {
+            problems.push("checkpoint.path: must not be empty".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [source]
+        url = "mysql://cdc:secret@127.0.0.1:3306"
+        server_id = 4201
+
+        [[outbox]]
+        table = "shop.outbox"
+
+        [nats]
+        url = "nats://127.0.0.1:4222"
+        stream = "OUTBOX"
+
+        [checkpoint]
+        path = "state/shop.checkpoint"
+    "#;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&path, env)
+    }
+
+    #[test]
+    fn minimal_config_gets_debezium_defaults() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.outbox[0].subject, DEFAULT_SUBJECT);
+        assert_eq!(c.outbox[0].columns, ColumnMapping::default());
+        assert_eq!(c.source.start, StartPosition::Latest);
+        assert_eq!(c.nats.ack_window, DEFAULT_ACK_WINDOW);
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscore_and_keep_strings_as_written() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("BINLOG_OUTBOX__SOURCE__SERVER_ID", "77"),
+                ("BINLOG_OUTBOX__NATS__STREAM", "007"),
+                ("BINLOG_OUTBOX__SOURCE__START", "binlog.000003:120"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.source.server_id, 77);
+        assert_eq!(c.nats.stream, "007");
+        assert_eq!(
+            c.source.start,
+            StartPosition::At(BinlogPosition::new("binlog.000003", 120))
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(
+            &MINIMAL.replace("server_id = 4201", "server_id = 4201\nserverid = 1"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("serverid"), "{err}");
+        assert!(err.contains("source"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_from_environment_is_named() {
+        let err = load(MINIMAL, &[("BINLOG_OUTBOX__NATS__STREEM", "X")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streem"), "{err}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let err = load(&MINIMAL.replace("server_id = 4201", ""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server_id"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load(MINIMAL, &[("BINLOG_OUTBOX__SOURCE__SERVER_ID", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.server_id"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_path() {
+        let toml = MINIMAL
+            .replace("server_id = 4201", "server_id = 0")
+            .replace(
+                "table = \"shop.outbox\"",
+                "table = \"outbox\"\nsubject = \"a.{nope}\"",
+            )
+            .replace("stream = \"OUTBOX\"", "stream = \"a.b\"\nack_window = 9000");
+        let err = load(&toml, &[]).unwrap_err().to_string();
+        for path in [
+            "source.server_id",
+            "outbox[0].table",
+            "outbox[0].subject",
+            "nats.stream",
+            "nats.ack_window",
+        ] {
+            assert!(err.contains(path), "{path} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_start_position_says_what_is_expected() {
+        let err = load(MINIMAL, &[("BINLOG_OUTBOX__SOURCE__START", "yesterday")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source.start") && err.contains("earliest"),
+            "{err}"
+        );
+    }
+}

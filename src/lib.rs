@@ -1,0 +1,4 @@
+pub mod config;
+pub mod position;
+pub mod route;
+pub mod secret;

@@ -1,0 +1,314 @@
+//! Subject templates: where an outbox event is published.
+//!
+//! A template such as `outbox.event.{aggregatetype}` is parsed once at start. Placeholders name
+//! fields of the event: `{id}`, `{aggregatetype}`, `{aggregateid}`, `{type}`, `{schema}`,
+//! `{table}`. Each rendered value must be a single valid NATS subject token (non-empty, no
+//! whitespace, no `.`, `*` or `>`); a value that is not is bad input and rendering fails with
+//! [`SubjectError`] rather than publishing to a subject nobody expects.
+//!
+//! [`SubjectTemplate::filter`] gives the wildcard subject that covers everything the template
+//! can produce; the publisher checks that the stream's subjects cover it.
+
+use std::fmt;
+
+/// A field of an outbox event that a subject template can refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectField {
+    Id,
+    AggregateType,
+    AggregateId,
+    EventType,
+    Schema,
+    Table,
+}
+
+impl SubjectField {
+    const ALL: [(&'static str, SubjectField); 6] = [
+        ("id", SubjectField::Id),
+        ("aggregatetype", SubjectField::AggregateType),
+        ("aggregateid", SubjectField::AggregateId),
+        ("type", SubjectField::EventType),
+        ("schema", SubjectField::Schema),
+        ("table", SubjectField::Table),
+    ];
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+}
+
+/// The values a template can use, borrowed from the event being routed.
+pub trait SubjectValues {
+    fn subject_value(&self, field: SubjectField) -> &str;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Field(SubjectField),
+}
+
+/// A parsed subject template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectTemplate {
+    source: String,
+    parts: Vec<Part>,
+}
+
+/// Why a subject template is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid subject template {template:?}: {reason}")]
+pub struct TemplateError {
+    template: String,
+    reason: String,
+}
+
+/// Why an event's value cannot be used in its subject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} value {value:?} cannot be used in subject template {template:?}: {reason}")]
+pub struct SubjectError {
+    pub field: &'static str,
+    pub value: String,
+    pub template: String,
+    pub reason: &'static str,
+}
+
+impl SubjectTemplate {
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
+        let fail = |reason: String| TemplateError {
+            template: template.to_owned(),
+            reason,
+        };
+        if template.is_empty() {
+            return Err(fail("it is empty".into()));
+        }
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let close = rest
+                        .find('}')
+                        .ok_or_else(|| fail("'{' without a closing '}'".into()))?;
+                    let name = &rest[1..close];
+                    let field = SubjectField::from_name(name).ok_or_else(|| {
+                        let known: Vec<_> = SubjectField::ALL.iter().map(|(n, _)| *n).collect();
+                        fail(format!(
+                            "unknown placeholder {{{name}}}; known: {}",
+                            known.join(", ")
+                        ))
+                    })?;
+                    parts.push(Part::Field(field));
+                    rest = &rest[close + 1..];
+                }
+                found => {
+                    let end = found.unwrap_or(rest.len());
+                    let literal = &rest[..end];
+                    if literal.contains('}') {
+                        return Err(fail("'}' without an opening '{'".into()));
+                    }
+                    parts.push(Part::Literal(literal.to_owned()));
+                    rest = &rest[end..];
+                }
+            }
+        }
+        let parsed = Self {
+            source: template.to_owned(),
+            parts,
+        };
+        for part in &parsed.parts {
+            if let Part::Literal(lit) = part
+                && (lit.contains(['*', '>']) || lit.chars().any(is_forbidden_char))
+            {
+                return Err(fail(format!("{lit:?} contains whitespace, '*' or '>'")));
+            }
+        }
+        if parsed.filter().split('.').any(str::is_empty) {
+            return Err(fail(
+                "it has an empty token (leading, trailing or double '.')".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The template as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The subject filter covering every subject this template can render: each token that
+    /// contains a placeholder becomes `*`.
+    pub fn filter(&self) -> String {
+        let mut rendered = String::new();
+        let mut token_has_field = false;
+        let mut tokens = Vec::new();
+        let mut flush = |rendered: &mut String, has_field: &mut bool| {
+            tokens.push(if *has_field {
+                "*".to_owned()
+            } else {
+                std::mem::take(rendered)
+            });
+            rendered.clear();
+            *has_field = false;
+        };
+        for part in &self.parts {
+            match part {
+                Part::Field(_) => token_has_field = true,
+                Part::Literal(lit) => {
+                    let mut pieces = lit.split('.');
+                    if let Some(first) = pieces.next() {
+                        rendered.push_str(first);
+                    }
+                    for piece in pieces {
+                        flush(&mut rendered, &mut token_has_field);
+                        rendered.push_str(piece);
+                    }
+                }
+            }
+        }
+        flush(&mut rendered, &mut token_has_field);
+        tokens.join(".")
+    }
+
+    /// Renders the subject for one event, validating every substituted value.
+    pub fn render(&self, values: &impl SubjectValues) -> Result<String, SubjectError> {
+        let mut subject = String::with_capacity(self.source.len() + 32);
+        for part in &self.parts {
+            match part {
+                Part::Literal(lit) => subject.push_str(lit),
+                Part::Field(field) => {
+                    let value = values.subject_value(*field);
+                    if let Err(reason) = check_token(value) {
+                        return Err(SubjectError {
+                            field: field.name(),
+                            value: value.to_owned(),
+                            template: self.source.clone(),
+                            reason,
+                        });
+                    }
+                    subject.push_str(value);
+                }
+            }
+        }
+        Ok(subject)
+    }
+}
+
+impl fmt::Display for SubjectTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+fn is_forbidden_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control()
+}
+
+/// Checks that `value` can stand as (part of) one subject token.
+fn check_token(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("it is empty");
+    }
+    if value.contains('.') {
+        return Err("it contains '.', which would split the subject");
+    }
+    if value.contains(['*', '>']) {
+        return Err("it contains a wildcard ('*' or '>')");
+    }
+    if value.chars().any(is_forbidden_char) {
+        return Err("it contains whitespace or a control character");
+    }
+    Ok(())
+}
+
+/// Whether the stream subject `pattern` matches every subject matched by `filter`.
+pub fn subject_covers(pattern: &str, filter: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut f = filter.split('.');
+    loop {
+        match (p.next(), f.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(ft)) if ft != ">" => {}
+            (Some(pt), Some(ft)) if pt == ft && pt != "*" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Ev(&'static str, &'static str);
+    impl SubjectValues for Ev {
+        fn subject_value(&self, field: SubjectField) -> &str {
+            match field {
+                SubjectField::AggregateType => self.0,
+                SubjectField::EventType => self.1,
+                SubjectField::Schema => "shop",
+                SubjectField::Table => "outbox",
+                _ => "x",
+            }
+        }
+    }
+
+    #[test]
+    fn renders_placeholders_with_event_values() {
+        let t = SubjectTemplate::parse("outbox.{schema}.{aggregatetype}.{type}").unwrap();
+        assert_eq!(
+            t.render(&Ev("Order", "OrderPlaced")).unwrap(),
+            "outbox.shop.Order.OrderPlaced"
+        );
+        assert_eq!(t.filter(), "outbox.*.*.*");
+    }
+
+    #[test]
+    fn placeholder_inside_a_token_makes_the_whole_token_a_wildcard() {
+        let t = SubjectTemplate::parse("ev.agg-{aggregatetype}.all").unwrap();
+        assert_eq!(t.render(&Ev("User", "t")).unwrap(), "ev.agg-User.all");
+        assert_eq!(t.filter(), "ev.*.all");
+    }
+
+    #[test]
+    fn values_that_would_break_the_subject_are_rejected() {
+        let t = SubjectTemplate::parse("outbox.event.{aggregatetype}").unwrap();
+        for bad in ["", "a b", "a.b", "*", "a>", "tab\there"] {
+            let err = t.render(&Ev(bad, "t")).unwrap_err();
+            assert_eq!(err.field, "aggregatetype");
+            assert_eq!(err.value, bad);
+        }
+    }
+
+    #[test]
+    fn malformed_templates_are_rejected() {
+        for bad in [
+            "", "a..b", ".a", "a.", "a.{nope}", "a.{type", "a.type}", "a.*", "a.>", "a b",
+        ] {
+            assert!(
+                SubjectTemplate::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn coverage_follows_nats_wildcard_rules() {
+        assert!(subject_covers("outbox.>", "outbox.event.*"));
+        assert!(subject_covers("outbox.event.*", "outbox.event.*"));
+        assert!(subject_covers("outbox.*.*", "outbox.event.*"));
+        assert!(subject_covers(">", "a.b"));
+        assert!(!subject_covers("outbox.event.User", "outbox.event.*"));
+        assert!(!subject_covers("outbox.event", "outbox.event.*"));
+        assert!(!subject_covers("outbox.event.*", "outbox.event.*.x"));
+        assert!(!subject_covers("other.>", "outbox.event.*"));
+    }
+}

@@ -1,0 +1,83 @@
+//! A wrapper that keeps secrets (passwords inside URLs) out of logs and `Debug` output.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// A URL that may carry a password. `Debug` and `Display` show it with the password replaced
+/// by `***`; [`SecretUrl::expose`] gives the real value to the one place that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for connecting only. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/...` with `***`; other strings are
+/// returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_never_appears_in_debug_or_display() {
+        let url = SecretUrl::new("mysql://cdc:s3cret@127.0.0.1:3306/db?x=1");
+        for shown in [format!("{url:?}"), url.to_string()] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("cdc:***@127.0.0.1:3306/db"), "{shown}");
+        }
+        assert_eq!(url.expose(), "mysql://cdc:s3cret@127.0.0.1:3306/db?x=1");
+    }
+
+    #[test]
+    fn urls_without_password_are_unchanged() {
+        for url in ["nats://127.0.0.1:4222", "mysql://root@h:1", "not a url"] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
+}
