@@ -1,4 +1,12 @@
+pub mod cell;
+pub mod checkpoint;
 pub mod config;
+pub mod error;
+pub mod outbox;
+pub mod pipeline;
 pub mod position;
+pub mod publish;
 pub mod route;
 pub mod secret;
+pub mod source;
+pub mod telemetry;

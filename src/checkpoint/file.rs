@@ -1,0 +1,147 @@
+//! Checkpoint file store: JSON record, replaced atomically.
+//!
+//! `save` writes a temp file in the same directory, fsyncs it, renames it over the checkpoint
+//! and fsyncs the directory, so after a crash the file holds either the old or the new
+//! checkpoint, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore};
+
+#[derive(Debug, Clone)]
+pub struct FileCheckpointStore {
+    path: PathBuf,
+}
+
+impl FileCheckpointStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+        move |source| CheckpointError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+}
+
+impl CheckpointStore for FileCheckpointStore {
+    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read")(e)),
+        };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let found = value
+            .get("version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| corrupt("no version field".into()))?;
+        if found != u64::from(CHECKPOINT_VERSION) {
+            return Err(CheckpointError::Version {
+                path: self.path.clone(),
+                found: found.try_into().unwrap_or(u32::MAX),
+            });
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let dir = self.dir();
+        fs::create_dir_all(dir).map_err(self.io("create the directory of"))?;
+        let mut body = serde_json::to_vec_pretty(checkpoint).expect("checkpoint serialises");
+        body.push(b'\n');
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkpoint".into());
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(self.io("create temp file for"))?;
+        file.write_all(&body).map_err(self.io("write"))?;
+        file.sync_all().map_err(self.io("fsync"))?;
+        drop(file);
+        fs::rename(&tmp, &self.path).map_err(self.io("rename temp file over"))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io("fsync the directory of"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::{BinlogPosition, MariadbGtid};
+
+    #[test]
+    fn missing_file_means_no_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::new(dir.path().join("none"));
+        assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpointStore::new(dir.path().join("sub/dir/cp.json"));
+        let cp = Checkpoint::new(
+            BinlogPosition::new("bin.000003", 777),
+            Some("0-1-9".parse::<MariadbGtid>().unwrap()),
+        );
+        store.save(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp.clone()));
+        let cp2 = Checkpoint::new(BinlogPosition::new("bin.000004", 4), None);
+        store.save(&cp2).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp2));
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("sub/dir")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temp file must be renamed away");
+    }
+
+    #[test]
+    fn truncated_or_garbage_file_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let store = FileCheckpointStore::new(&path);
+        for content in ["{\"version\":1,\"posi", "garbage", "{\"version\":1}", ""] {
+            fs::write(&path, content).unwrap();
+            let err = store.load().unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::Corrupt { .. }),
+                "{content}: {err}"
+            );
+        }
+        fs::write(&path, r#"{"version":99,"position":"b.1:4"}"#).unwrap();
+        assert!(matches!(
+            store.load().unwrap_err(),
+            CheckpointError::Version { found: 99, .. }
+        ));
+    }
+}

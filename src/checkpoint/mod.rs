@@ -1,0 +1,70 @@
+//! Checkpoints: how far JetStream has acknowledged, on a transaction boundary.
+//!
+//! A [`Checkpoint`] is only ever created from a transaction's end position after every event
+//! of that transaction (and all before it) was acknowledged by JetStream. Stores persist it
+//! durably; a store never returns a checkpoint it cannot fully parse: a corrupt file is an
+//! error, not "no checkpoint" (which would silently restart from `source.start`).
+
+mod file;
+pub mod writer;
+
+pub use file::FileCheckpointStore;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::position::{BinlogPosition, MariadbGtid};
+
+/// The on-disk format version this build writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The acknowledged position: the end of the last fully acknowledged transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// Resume reading here.
+    pub position: BinlogPosition,
+    /// GTID of the last acknowledged transaction, when the server sends GTIDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<MariadbGtid>,
+}
+
+impl Checkpoint {
+    pub fn new(position: BinlogPosition, gtid: Option<MariadbGtid>) -> Self {
+        Self {
+            version: CHECKPOINT_VERSION,
+            position,
+            gtid,
+        }
+    }
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot {action} checkpoint file {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "checkpoint file {path} is corrupt ({reason}); restore it from a backup, or delete it to start from source.start (events may then be skipped or repeated)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint file {path} has format version {found}, this build reads version {CHECKPOINT_VERSION}"
+    )]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// Durable storage for the checkpoint.
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The stored checkpoint, `None` when none was ever saved.
+    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError>;
+    /// Replaces the stored checkpoint; returns only once it is durable.
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+}

@@ -1,0 +1,208 @@
+//! Error kinds of every layer and the one place that decides what to do about each.
+//!
+//! Layers classify where the cause is known (a MySQL error code, an async-nats error kind)
+//! and keep the cause as `#[source]`. [`Error::policy`] maps every kind to [`Policy::Retry`]
+//! (transient: reconnect with backoff and resume from the acknowledged position) or
+//! [`Policy::Fatal`] (stop, with a hint for the operator). The match is exhaustive so that a
+//! new kind forces a decision.
+
+use crate::checkpoint::CheckpointError;
+use crate::config::ConfigError;
+use crate::outbox::{BadRow, MappingError};
+use crate::source::decode::DecodeError;
+
+/// MySQL/MariaDB error codes the connector treats specially.
+pub mod mysql_codes {
+    /// ER_ACCESS_DENIED_ERROR: wrong user or password.
+    pub const ACCESS_DENIED: u16 = 1045;
+    /// ER_DBACCESS_DENIED_ERROR.
+    pub const DB_ACCESS_DENIED: u16 = 1044;
+    /// ER_TABLEACCESS_DENIED_ERROR.
+    pub const TABLE_ACCESS_DENIED: u16 = 1142;
+    /// ER_SPECIFIC_ACCESS_DENIED_ERROR: a missing privilege such as REPLICATION SLAVE.
+    pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
+    /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested binlog is gone (purged) or the
+    /// position is invalid.
+    pub const FATAL_ERROR_READING_BINLOG: u16 = 1236;
+}
+
+/// What the supervisor does with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Transient: reconnect after a backoff and resume from the acknowledged position.
+    Retry,
+    /// Stop the connector; the hint tells the operator what to do.
+    Fatal { hint: &'static str },
+}
+
+/// Errors of the binlog source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect to the source database at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the source database refused access: {source}")]
+    AccessDenied {
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the source database cannot serve the requested binlog position {position}: {message}")]
+    BinlogUnavailable { position: String, message: String },
+    #[error("the binlog stream failed")]
+    Stream {
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("no binlog event or heartbeat for {silent_ms} ms; the connection is presumed dead")]
+    Silent { silent_ms: u64 },
+    #[error("query failed: {query}")]
+    Query {
+        query: &'static str,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("cannot decode a row of {table} at {position}")]
+    Decode {
+        table: String,
+        position: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("cannot parse binlog event at {position}: {source}")]
+    Parse {
+        position: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binlog stream protocol: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error(transparent)]
+    BadRow(#[from] BadRow),
+}
+
+impl SourceError {
+    /// Classifies a mysql_async error from a query or connection attempt.
+    pub fn from_mysql(query: &'static str, err: mysql_async::Error) -> Self {
+        if is_access_denied(&err) {
+            Self::AccessDenied { source: err }
+        } else {
+            Self::Query { query, source: err }
+        }
+    }
+}
+
+/// Whether the server said the user lacks access or a privilege.
+pub fn is_access_denied(err: &mysql_async::Error) -> bool {
+    use mysql_codes::*;
+    matches!(err, mysql_async::Error::Server(e) if matches!(
+        e.code,
+        ACCESS_DENIED | DB_ACCESS_DENIED | TABLE_ACCESS_DENIED | SPECIFIC_ACCESS_DENIED
+    ))
+}
+
+/// Errors of the JetStream publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("cannot publish event {id} to {subject}")]
+    Send {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error(
+        "event {id} on {subject} is {size} bytes, above the NATS server's max_payload of {max} bytes"
+    )]
+    TooLarge {
+        id: String,
+        subject: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
+    Ack {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+}
+
+/// Any error that stops the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("preflight checks failed:\n{0}")]
+    Preflight(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+impl Error {
+    /// What to do about this error. Exhaustive on purpose.
+    pub fn policy(&self) -> Policy {
+        match self {
+            Error::Config(_) => Policy::Fatal {
+                hint: "fix the configuration and start again",
+            },
+            Error::Preflight(_) => Policy::Fatal {
+                hint: "fix the failed checks (run `binlog-outbox check`) and start again",
+            },
+            Error::Checkpoint(_) => Policy::Fatal {
+                hint: "the checkpoint cannot be trusted or written; see the message",
+            },
+            Error::Source(e) => match e {
+                SourceError::Connect { .. }
+                | SourceError::Stream { .. }
+                | SourceError::Silent { .. }
+                | SourceError::Query { .. } => Policy::Retry,
+                SourceError::AccessDenied { .. } => Policy::Fatal {
+                    hint: "grant the connector's user REPLICATION SLAVE, BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) and SELECT on the outbox tables; see schemas/",
+                },
+                SourceError::BinlogUnavailable { .. } => Policy::Fatal {
+                    hint: "the binlog holding the checkpoint was purged or the position is invalid: restore the binlogs, or move the checkpoint file away and restart with source.start = \"earliest\" or \"latest\" (events in between are then skipped or repeated)",
+                },
+                SourceError::Decode { .. }
+                | SourceError::Parse { .. }
+                | SourceError::Protocol(_) => Policy::Fatal {
+                    hint: "this row or event cannot be decoded; please report it with the position; nothing past it was checkpointed",
+                },
+                SourceError::Mapping(_) => Policy::Fatal {
+                    hint: "the outbox table lacks a mapped column: fix [outbox.columns] or the table",
+                },
+                SourceError::BadRow(_) => Policy::Fatal {
+                    hint: "fix or remove the row in the outbox table's producer; nothing past it was checkpointed",
+                },
+            },
+            Error::Publish(e) => match e {
+                PublishError::Connect { .. }
+                | PublishError::Send { .. }
+                | PublishError::Ack { .. } => Policy::Retry,
+                PublishError::Stream { .. } => Policy::Fatal {
+                    hint: "create or fix the stream so that it covers the configured subjects, or set nats.create_stream = true",
+                },
+                PublishError::TooLarge { .. } => Policy::Fatal {
+                    hint: "raise max_payload on the NATS server or make the event smaller; nothing past it was checkpointed",
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Outbox rows → [`OutboxEvent`]s.
+//!
+//! An [`OutboxTable`] holds one configured table: its column mapping, extra headers and subject
+//! template. When a TABLE_MAP arrives, [`OutboxTable::resolve`] turns column names into indexes
+//! once ([`ResolvedTable`]); each row is then mapped by index.
+//!
+//! Errors: [`MappingError`] when the table lacks a mapped column (a schema problem), and
+//! [`BadRow`] when one row cannot become a message (NULL id, NULL payload, a value that makes
+//! an invalid subject). A bad row stops the connector before anything past it is checkpointed.
+
+use std::sync::Arc;
+
+use crate::cell::Cell;
+use crate::config::OutboxTableConfig;
+use crate::position::BinlogPosition;
+use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
+
+/// Where a row came from: the rows event's start position and the row's index inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPosition {
+    pub event: BinlogPosition,
+    pub row: usize,
+}
+
+impl std::fmt::Display for RowPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.event, self.row)
+    }
+}
+
+/// One outbox row, ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// The row's own id: the dedup id (`Nats-Msg-Id`), stable across restarts.
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    /// The message body: the payload column as stored.
+    pub payload: Vec<u8>,
+    pub timestamp: Option<String>,
+    /// Extra headers configured per table: (header name, rendered value).
+    pub headers: Vec<(Arc<str>, String)>,
+    pub subject: String,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub position: RowPosition,
+}
+
+/// A configured outbox table.
+#[derive(Debug, Clone)]
+pub struct OutboxTable {
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+    pub config: OutboxTableConfig,
+    pub subject: SubjectTemplate,
+}
+
+/// The table lacks a column the mapping needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "outbox table {table}: mapped column `{column}` (for {field}) is not in the table; columns are: {available}"
+)]
+pub struct MappingError {
+    pub table: String,
+    pub field: String,
+    pub column: String,
+    pub available: String,
+}
+
+/// A row that cannot become a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad outbox row in {table} (id {id}) at {position}: {reason}")]
+pub struct BadRow {
+    pub table: String,
+    pub id: String,
+    pub position: String,
+    pub reason: String,
+}
+
+/// Column indexes for one table map of an outbox table.
+#[derive(Debug, Clone)]
+pub struct ResolvedTable {
+    table: Arc<OutboxTable>,
+    id: usize,
+    aggregate_type: usize,
+    aggregate_id: usize,
+    event_type: usize,
+    payload: usize,
+    timestamp: Option<usize>,
+    headers: Vec<(Arc<str>, usize)>,
+}
+
+impl OutboxTable {
+    /// Builds the table from validated config (`validate` has checked the name and template).
+    pub fn from_config(config: &OutboxTableConfig) -> Result<Self, crate::route::TemplateError> {
+        let (schema, table) = config.schema_and_table().unwrap_or(("", &config.table));
+        Ok(Self {
+            schema: schema.into(),
+            table: table.into(),
+            subject: SubjectTemplate::parse(&config.subject)?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    /// Every column name the mapping needs, with the field it feeds.
+    pub fn required_columns(&self) -> Vec<(String, &str)> {
+        let mut cols: Vec<(String, &str)> = self
+            .config
+            .columns
+            .mapped()
+            .into_iter()
+            .map(|(field, col)| (field.to_owned(), col))
+            .collect();
+        for (header, col) in &self.config.headers {
+            cols.push((format!("header {header}"), col.as_str()));
+        }
+        cols
+    }
+
+    /// Resolves mapped column names against the column names of a table map.
+    pub fn resolve(self: &Arc<Self>, columns: &[String]) -> Result<ResolvedTable, MappingError> {
+        let find = |field: &str, name: &str| {
+            columns
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(name))
+                .ok_or_else(|| MappingError {
+                    table: self.qualified_name(),
+                    field: field.to_owned(),
+                    column: name.to_owned(),
+                    available: columns.join(", "),
+                })
+        };
+        let m = &self.config.columns;
+        Ok(ResolvedTable {
+            table: Arc::clone(self),
+            id: find("id", &m.id)?,
+            aggregate_type: find("aggregate_type", &m.aggregate_type)?,
+            aggregate_id: find("aggregate_id", &m.aggregate_id)?,
+            event_type: find("event_type", &m.event_type)?,
+            payload: find("payload", &m.payload)?,
+            timestamp: m
+                .timestamp
+                .as_deref()
+                .map(|c| find("timestamp", c))
+                .transpose()?,
+            headers: self
+                .config
+                .headers
+                .iter()
+                .map(|(h, c)| Ok((Arc::from(h.as_str()), find(&format!("header {h}"), c)?)))
+                .collect::<Result<_, MappingError>>()?,
+        })
+    }
+}
+
+impl ResolvedTable {
+    pub fn table(&self) -> &Arc<OutboxTable> {
+        &self.table
+    }
+
+    /// Maps one inserted row (all columns, in table order) to an event.
+    pub fn event(
+        &self,
+        mut cells: Vec<Cell>,
+        position: RowPosition,
+    ) -> Result<OutboxEvent, BadRow> {
+        let id = cells.get(self.id).and_then(Cell::render);
+        let position_text = position.to_string();
+        let bad = |reason: String| BadRow {
+            table: self.table.qualified_name(),
+            id: id.clone().unwrap_or_else(|| "NULL".into()),
+            position: position_text.clone(),
+            reason,
+        };
+        let max = [
+            self.id,
+            self.aggregate_type,
+            self.aggregate_id,
+            self.event_type,
+            self.payload,
+        ]
+        .into_iter()
+        .chain(self.timestamp)
+        .chain(self.headers.iter().map(|(_, i)| *i))
+        .max()
+        .unwrap_or(0);
+        if cells.len() <= max {
+            return Err(bad(format!(
+                "row has {} columns but the mapping needs column #{max}",
+                cells.len()
+            )));
+        }
+        let cols = &self.table.config.columns;
+        let Some(id) = id.clone() else {
+            return Err(bad(format!("id column `{}` is NULL", cols.id)));
+        };
+        if id.is_empty() {
+            return Err(bad(format!("id column `{}` is empty", cols.id)));
+        }
+        let text = |idx: usize, col: &str| {
+            cells[idx]
+                .render()
+                .ok_or_else(|| bad(format!("column `{col}` is NULL")))
+        };
+        let aggregate_type = text(self.aggregate_type, &cols.aggregate_type)?;
+        let aggregate_id = text(self.aggregate_id, &cols.aggregate_id)?;
+        let event_type = text(self.event_type, &cols.event_type)?;
+        let timestamp = self.timestamp.and_then(|i| cells[i].render());
+        let headers = self
+            .headers
+            .iter()
+            .filter_map(|(h, i)| Some((Arc::clone(h), cells[*i].render()?)))
+            .collect();
+        let payload = std::mem::replace(&mut cells[self.payload], Cell::Null)
+            .into_body()
+            .ok_or_else(|| bad(format!("payload column `{}` is NULL", cols.payload)))?;
+        let mut event = OutboxEvent {
+            id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            payload,
+            timestamp,
+            headers,
+            subject: String::new(),
+            schema: Arc::clone(&self.table.schema),
+            table: Arc::clone(&self.table.table),
+            position,
+        };
+        event.subject = self
+            .table
+            .subject
+            .render(&event)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(event)
+    }
+}
+
+impl SubjectValues for OutboxEvent {
+    fn subject_value(&self, field: SubjectField) -> &str {
+        match field {
+            SubjectField::Id => &self.id,
+            SubjectField::AggregateType => &self.aggregate_type,
+            SubjectField::AggregateId => &self.aggregate_id,
+            SubjectField::EventType => &self.event_type,
+            SubjectField::Schema => &self.schema,
+            SubjectField::Table => &self.table,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ColumnMapping;
+
+    fn table(subject: &str, headers: &[(&str, &str)]) -> Arc<OutboxTable> {
+        let config = OutboxTableConfig {
+            table: "shop.outbox".into(),
+            subject: subject.into(),
+            columns: ColumnMapping {
+                timestamp: Some("created_at".into()),
+                ..ColumnMapping::default()
+            },
+            headers: headers
+                .iter()
+                .map(|(h, c)| (h.to_string(), c.to_string()))
+                .collect(),
+        };
+        Arc::new(OutboxTable::from_config(&config).unwrap())
+    }
+
+    fn columns() -> Vec<String> {
+        [
+            "id",
+            "AggregateType",
+            "aggregateid",
+            "type",
+            "payload",
+            "created_at",
+            "tenant",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn pos() -> RowPosition {
+        RowPosition {
+            event: BinlogPosition::new("bin.000001", 500),
+            row: 2,
+        }
+    }
+
+    fn row(aggregate_type: &str) -> Vec<Cell> {
+        vec![
+            Cell::Bytes((0u8..16).collect()),
+            Cell::Text(aggregate_type.into()),
+            Cell::Int(42),
+            Cell::Text("OrderPlaced".into()),
+            Cell::Json(r#"{"total":1}"#.into()),
+            Cell::DateTime("2024-01-02T03:04:05.123456Z".into()),
+            Cell::Text("acme".into()),
+        ]
+    }
+
+    #[test]
+    fn row_maps_to_event_with_subject_and_headers() {
+        let t = table("outbox.event.{aggregatetype}", &[("Tenant", "tenant")]);
+        let resolved = t.resolve(&columns()).unwrap();
+        let e = resolved.event(row("Order"), pos()).unwrap();
+        assert_eq!(e.id, "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        assert_eq!(e.aggregate_id, "42");
+        assert_eq!(e.subject, "outbox.event.Order");
+        assert_eq!(e.payload, br#"{"total":1}"#);
+        assert_eq!(e.timestamp.as_deref(), Some("2024-01-02T03:04:05.123456Z"));
+        assert_eq!(e.headers, vec![(Arc::from("Tenant"), "acme".to_string())]);
+        assert_eq!(e.position.to_string(), "bin.000001:500#2");
+    }
+
+    #[test]
+    fn missing_mapped_column_is_a_mapping_error_naming_it() {
+        let t = table("a.{type}", &[("X", "nope")]);
+        let err = t.resolve(&columns()).unwrap_err();
+        assert_eq!(err.column, "nope");
+        assert!(err.to_string().contains("shop.outbox"), "{err}");
+    }
+
+    #[test]
+    fn invalid_subject_value_is_a_bad_row_naming_id_and_position() {
+        let t = table("outbox.event.{aggregatetype}", &[]);
+        let err = t
+            .resolve(&columns())
+            .unwrap()
+            .event(row("Order Line"), pos())
+            .unwrap_err();
+        assert_eq!(err.id, "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        assert_eq!(err.position, "bin.000001:500#2");
+        assert!(err.to_string().contains("whitespace"), "{err}");
+    }
+
+    #[test]
+    fn null_id_and_null_payload_are_bad_rows() {
+        let t = table("a.{type}", &[]);
+        let r = t.resolve(&columns()).unwrap();
+        let mut cells = row("Order");
+        cells[0] = Cell::Null;
+        assert!(r.event(cells, pos()).unwrap_err().reason.contains("NULL"));
+        let mut cells = row("Order");
+        cells[4] = Cell::Null;
+        assert!(
+            r.event(cells, pos())
+                .unwrap_err()
+                .reason
+                .contains("payload")
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Wiring: source → publisher → checkpoint, and the shutdown order.
+//!
+//! ```text
+//! BinlogSource --mpsc(SourceMessage)--> Publisher --watch(Checkpoint)--> checkpoint writer
+//! ```
+//!
+//! [`run`] performs the preflight checks, resolves the start position (checkpoint first, else
+//! `source.start`), then runs the stages until cancelled. Errors go through
+//! [`Error::policy`](crate::error::Error::policy): retryable ones restart the stages from the
+//! last acknowledged transaction end after a backoff; fatal ones end `run`.
+//!
+//! Shutdown sequence (on cancel): the source stops reading; the publisher stops taking input
+//! and waits for acks in flight (bounded by `shutdown.timeout_ms`); the checkpoint writer saves
+//! the last acknowledged position; the NATS connection is drained.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore, writer};
+use crate::config::Config;
+use crate::error::{Error, Policy};
+use crate::outbox::OutboxTable;
+use crate::publish::Publisher;
+use crate::source::preflight::{self, Check, Status};
+use crate::source::{self, BinlogSource, SourceSettings};
+
+/// Events buffered between the source and the publisher.
+const SOURCE_CHANNEL_CAPACITY: usize = 1024;
+/// First and last delay between retries of a transient failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Everything `run` and `check` need, built from the config.
+struct Prepared {
+    tables: Vec<Arc<OutboxTable>>,
+    opts: mysql_async::Opts,
+    filters: Vec<String>,
+}
+
+fn prepare(config: &Config) -> Result<Prepared, Error> {
+    let tables = config
+        .outbox
+        .iter()
+        .map(|t| OutboxTable::from_config(t).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Preflight(e.to_string()))?;
+    let opts = mysql_async::Opts::from_url(config.source.url.expose()).map_err(|e| {
+        Error::Preflight(format!(
+            "source.url {} is not a valid MySQL URL: {e}",
+            config.source.url
+        ))
+    })?;
+    let opts = mysql_async::OptsBuilder::from_opts(opts)
+        .conn_ttl(None)
+        .wait_timeout(None)
+        .into();
+    let mut filters: Vec<String> = tables.iter().map(|t| t.subject.filter()).collect();
+    filters.sort();
+    filters.dedup();
+    Ok(Prepared {
+        tables,
+        opts,
+        filters,
+    })
+}
+
+/// Runs every preflight check (config already validated) and returns them for printing.
+pub async fn check(config: &Config) -> Vec<Check> {
+    let prepared = match prepare(config) {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Check::fail(
+                "config",
+                e.to_string(),
+                "fix the configuration",
+            )];
+        }
+    };
+    let (mut checks, _) = preflight::check_source(&prepared.opts, &prepared.tables).await;
+    match Publisher::connect(&config.nats).await {
+        Ok(publisher) => {
+            checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
+            checks.push(publisher.check_stream(&prepared.filters).await);
+            publisher.drain().await;
+        }
+        Err(e) => checks.push(Check::fail(
+            "NATS connection",
+            preflight::error_chain(&e),
+            "check nats.url and that nats-server runs with JetStream (-js)",
+        )),
+    }
+    let store = FileCheckpointStore::new(&config.checkpoint.path);
+    checks.push(match store.load() {
+        Ok(Some(cp)) => Check::pass("checkpoint", format!("will resume at {}", cp.position)),
+        Ok(None) => Check::pass(
+            "checkpoint",
+            format!(
+                "none yet; will start at source.start = {}",
+                config.source.start
+            ),
+        ),
+        Err(e) => Check::fail("checkpoint", e.to_string(), "see the message"),
+    });
+    checks
+}
+
+/// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    let prepared = prepare(&config)?;
+    let (checks, facts) = preflight::check_source(&prepared.opts, &prepared.tables).await;
+    for c in &checks {
+        match c.status {
+            Status::Pass => info!(check = %c.name, detail = %c.detail, "preflight passed"),
+            Status::Warn => {
+                warn!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight warning")
+            }
+            Status::Fail => {
+                error!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight failed")
+            }
+        }
+    }
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("  {c}"))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Preflight(failed.join("\n")));
+    }
+
+    let publisher = Publisher::connect(&config.nats).await?;
+    publisher.ensure_stream(&prepared.filters).await?;
+
+    let store: Arc<dyn CheckpointStore> =
+        Arc::new(FileCheckpointStore::new(&config.checkpoint.path));
+    let mut acked = match store.load()? {
+        Some(cp) => {
+            info!(position = %cp.position, "resuming from checkpoint");
+            cp
+        }
+        None => {
+            let start = source::resolve_start(&prepared.opts, &config.source.start).await?;
+            info!(position = %start, start = %config.source.start, "no checkpoint; starting at source.start");
+            // Persist the start right away: a crash before the first event must not move a
+            // `latest` start past events committed in between.
+            let cp = Checkpoint::new(start, None);
+            store.save(&cp)?;
+            cp
+        }
+    };
+
+    let settings = SourceSettings {
+        opts: prepared.opts.clone(),
+        server_id: config.source.server_id,
+        tables: prepared.tables.clone(),
+        checksums: facts.checksums,
+    };
+    let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
+    let mut backoff = BACKOFF_MIN;
+    let result = loop {
+        let attempt = run_stages(
+            &settings,
+            &publisher,
+            Arc::clone(&store),
+            acked.clone(),
+            &cancel,
+            shutdown_timeout,
+        )
+        .await;
+        match attempt {
+            (Ok(()), last) => {
+                acked = last;
+                break Ok(());
+            }
+            (Err(err), last) => {
+                let progressed = last != acked;
+                acked = last;
+                match err.policy() {
+                    Policy::Fatal { hint } => {
+                        error!(error = %preflight::error_chain(&err), position = %acked.position, hint, "stopping");
+                        break Err(err);
+                    }
+                    Policy::Retry => {
+                        if progressed {
+                            backoff = BACKOFF_MIN;
+                        }
+                        warn!(error = %preflight::error_chain(&err), position = %acked.position, retry_in_ms = backoff.as_millis() as u64, "pipeline failed, resuming from the acknowledged position");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break Ok(()),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    };
+    publisher.drain().await;
+    info!(position = %acked.position, "stopped");
+    result
+}
+
+/// One run of the three stages from `acked`. Returns the first error (if any) and the last
+/// checkpoint saved.
+async fn run_stages(
+    settings: &SourceSettings,
+    publisher: &Publisher,
+    store: Arc<dyn CheckpointStore>,
+    acked: Checkpoint,
+    cancel: &CancellationToken,
+    shutdown_timeout: Duration,
+) -> (Result<(), Error>, Checkpoint) {
+    let stages = cancel.child_token();
+    let tracker = TaskTracker::new();
+    let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+    let (acked_tx, acked_rx) = watch::channel(Some(acked.clone()));
+
+    let source = BinlogSource::new(settings.clone(), acked.position.clone());
+    let source_task = tracker.spawn({
+        let stages = stages.clone();
+        let start = acked.position.clone();
+        async move {
+            let result = source.run(start, tx, stages.clone()).await;
+            if result.is_err() {
+                stages.cancel();
+            }
+            result
+        }
+    });
+    let writer_task = tracker.spawn(writer::run(store, acked_rx, Some(acked.clone())));
+    tracker.close();
+
+    let publish_result = {
+        let run = publisher.run(rx, &acked_tx, stages.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            res = &mut run => res,
+            _ = cancel.cancelled() => {
+                // Shutdown: the publisher saw the cancel too and is draining acks; bound it.
+                match tokio::time::timeout(shutdown_timeout, &mut run).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        warn!(timeout_ms = shutdown_timeout.as_millis() as u64, "acks still in flight at the shutdown deadline; they will be republished on the next start");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    stages.cancel();
+    drop(acked_tx);
+    let source_result = source_task.await.expect("source task does not panic");
+    let writer_result = writer_task.await.expect("checkpoint task does not panic");
+    tracker.wait().await;
+
+    let last = match &writer_result {
+        Ok(Some(cp)) => cp.clone(),
+        _ => acked,
+    };
+    let result = match (source_result, publish_result, writer_result) {
+        (_, _, Err(e)) => Err(Error::Checkpoint(e)),
+        (Err(e), _, _) => Err(Error::Source(e)),
+        (_, Err(e), _) => Err(Error::Publish(e)),
+        _ if cancel.is_cancelled() => Ok(()),
+        _ => Err(Error::Source(crate::error::SourceError::Protocol(
+            "the binlog source stopped without an error".into(),
+        ))),
+    };
+    (result, last)
+}

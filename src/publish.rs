@@ -1,0 +1,330 @@
+//! JetStream publisher: events in, acknowledged transaction ends out.
+//!
+//! Every event is published with `Nats-Msg-Id` = the outbox row's id, so JetStream drops
+//! republished duplicates within the stream's duplicate window. At most `ack_window` publishes
+//! await their ack at once (well below async-nats' 5000 ack permits). Acks are consumed in
+//! publish order; a transaction end is reported as acknowledged only after every event before
+//! it was acked. Any publish or ack failure stops this stage with an error: the supervisor
+//! resumes from the last acknowledged transaction end and republishes in order, relying on
+//! dedup.
+//!
+//! At start, [`Publisher::ensure_stream`] creates the stream (when configured to) or verifies
+//! that an existing one covers every subject the templates can produce.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::NatsConfig;
+use crate::error::PublishError;
+use crate::outbox::OutboxEvent;
+use crate::route::subject_covers;
+use crate::source::SourceMessage;
+use crate::source::preflight::{Check, error_chain};
+
+/// Message headers set on every event.
+pub mod headers {
+    /// JetStream's dedup header; the outbox row's id.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const AGGREGATE_TYPE: &str = "Outbox-Aggregate-Type";
+    pub const AGGREGATE_ID: &str = "Outbox-Aggregate-Id";
+    pub const EVENT_TYPE: &str = "Outbox-Event-Type";
+    /// `schema.table` the row was inserted into.
+    pub const TABLE: &str = "Outbox-Table";
+    /// Binlog position of the row: `file:pos#row` (rows event start, row index).
+    pub const SOURCE_POSITION: &str = "Outbox-Source-Position";
+    /// The mapped timestamp column, when configured.
+    pub const TIMESTAMP: &str = "Outbox-Timestamp";
+}
+
+/// Connected JetStream publisher.
+pub struct Publisher {
+    client: async_nats::Client,
+    js: Context,
+    config: NatsConfig,
+}
+
+enum Completion {
+    Acked,
+    TransactionEnd(Checkpoint),
+}
+
+impl Publisher {
+    pub async fn connect(config: &NatsConfig) -> Result<Self, PublishError> {
+        let connect_err = |source| PublishError::Connect {
+            url: config.url.redacted(),
+            source,
+        };
+        let options = async_nats::ConnectOptions::new()
+            .name("binlog-outbox")
+            .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
+        let client = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            options.connect(config.url.expose()),
+        )
+        .await
+        .map_err(|_| {
+            connect_err(async_nats::ConnectError::new(
+                async_nats::ConnectErrorKind::TimedOut,
+            ))
+        })?
+        .map_err(connect_err)?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_millis(config.ack_timeout_ms))
+            .max_ack_inflight(crate::config::MAX_ACK_WINDOW + 500)
+            .build(client.clone());
+        info!(url = %config.url, "connected to NATS");
+        Ok(Self {
+            client,
+            js,
+            config: config.clone(),
+        })
+    }
+
+    /// The NATS server's max_payload in bytes.
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// Creates the stream if missing (when `create_stream`), or verifies that it covers every
+    /// subject filter in `filters`.
+    pub async fn ensure_stream(&self, filters: &[String]) -> Result<(), PublishError> {
+        let name = &self.config.stream;
+        let stream_err = |reason: String| PublishError::Stream {
+            stream: name.clone(),
+            reason,
+        };
+        match self.js.get_stream(name).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| stream_err(format!("cannot read stream info: {e}")))?;
+                let uncovered = uncovered_filters(&info.config.subjects, filters);
+                if !uncovered.is_empty() {
+                    return Err(stream_err(format!(
+                        "its subjects [{}] do not cover [{}]; add them to the stream",
+                        info.config.subjects.join(", "),
+                        uncovered.join(", ")
+                    )));
+                }
+                if info.config.duplicate_window.is_zero() {
+                    return Err(stream_err(
+                        "duplicate_window is 0, so republished events would be stored twice".into(),
+                    ));
+                }
+                info!(stream = %name, subjects = ?info.config.subjects, "stream verified");
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                if !self.config.create_stream {
+                    return Err(stream_err(format!(
+                        "does not exist ({e}); create it or set nats.create_stream = true"
+                    )));
+                }
+                let config = StreamConfig {
+                    name: name.clone(),
+                    subjects: filters.to_vec(),
+                    storage: StorageType::File,
+                    duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
+                    ..Default::default()
+                };
+                self.js
+                    .create_stream(config)
+                    .await
+                    .map_err(|e| stream_err(format!("cannot create it: {e}")))?;
+                info!(stream = %name, subjects = ?filters, "stream created");
+                Ok(())
+            }
+            Err(e) => Err(stream_err(format!(
+                "cannot look it up: {}",
+                error_chain(&e)
+            ))),
+        }
+    }
+
+    /// Preflight view of [`Publisher::ensure_stream`] that changes nothing.
+    pub async fn check_stream(&self, filters: &[String]) -> Check {
+        let name = format!("stream {}", self.config.stream);
+        match self.js.get_stream(&self.config.stream).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => {
+                    let uncovered = uncovered_filters(&info.config.subjects, filters);
+                    if uncovered.is_empty() {
+                        Check::pass(
+                            name,
+                            format!("subjects [{}]", info.config.subjects.join(", ")),
+                        )
+                    } else {
+                        Check::fail(
+                            name,
+                            format!("does not cover [{}]", uncovered.join(", ")),
+                            "add the subjects to the stream",
+                        )
+                    }
+                }
+                Err(e) => Check::fail(name, e.to_string(), "check JetStream permissions"),
+            },
+            Err(_) if self.config.create_stream => Check::pass(
+                name,
+                format!(
+                    "missing; will be created with subjects [{}]",
+                    filters.join(", ")
+                ),
+            ),
+            Err(e) => Check::fail(
+                name,
+                format!("not found: {e}"),
+                "create the stream or set nats.create_stream = true",
+            ),
+        }
+    }
+
+    /// Publishes events from `rx` in order, reporting each transaction end to `acked` once all
+    /// events before it are acknowledged. Returns when the input closes or `cancel` fires, after
+    /// waiting for the acks in flight.
+    pub async fn run(
+        &self,
+        mut rx: mpsc::Receiver<SourceMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+        cancel: CancellationToken,
+    ) -> Result<(), PublishError> {
+        let window = self.config.ack_window;
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
+            FuturesOrdered::new();
+        let mut events_in_flight = 0usize;
+        let mut reading = true;
+        loop {
+            // Priority: shutdown, then ack completions (they free window slots and bound
+            // memory), then new input while the window has room.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if reading => {
+                    debug!(in_flight = events_in_flight, "publisher stops reading");
+                    reading = false;
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
+                    Completion::Acked => events_in_flight -= 1,
+                    Completion::TransactionEnd(checkpoint) => {
+                        acked.send_replace(Some(checkpoint));
+                    }
+                },
+                msg = rx.recv(), if reading && events_in_flight < window => match msg {
+                    None => reading = false,
+                    Some(SourceMessage::Event(event)) => {
+                        in_flight.push_back(self.publish(*event).await?);
+                        events_in_flight += 1;
+                    }
+                    Some(SourceMessage::TransactionEnd { position, gtid }) => {
+                        let checkpoint = Checkpoint::new(position, gtid);
+                        in_flight.push_back(
+                            futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
+                        );
+                    }
+                },
+                else => return Ok(()),
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        event: OutboxEvent,
+    ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
+        let headers = event_headers(&event);
+        let OutboxEvent {
+            id,
+            subject,
+            payload,
+            ..
+        } = event;
+        let size = payload.len();
+        let message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .headers(headers);
+        let ack = match self.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack,
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return Err(PublishError::TooLarge {
+                    id,
+                    subject,
+                    size,
+                    max: self.max_payload(),
+                });
+            }
+            Err(source) => {
+                return Err(PublishError::Send {
+                    id,
+                    subject,
+                    source,
+                });
+            }
+        };
+        Ok(async move {
+            match ack.await {
+                Ok(_) => Ok(Completion::Acked),
+                Err(source) => Err(PublishError::Ack {
+                    id,
+                    subject,
+                    source,
+                }),
+            }
+        }
+        .boxed())
+    }
+
+    /// Flushes and closes the connection, delivering what is buffered.
+    pub async fn drain(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.drain()).await;
+    }
+}
+
+/// Headers of one event: dedup id, routing fields, source position and configured extras.
+pub fn event_headers(event: &OutboxEvent) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(headers::MSG_ID, event.id.as_str());
+    h.insert(headers::AGGREGATE_TYPE, event.aggregate_type.as_str());
+    h.insert(headers::AGGREGATE_ID, event.aggregate_id.as_str());
+    h.insert(headers::EVENT_TYPE, event.event_type.as_str());
+    h.insert(
+        headers::TABLE,
+        format!("{}.{}", event.schema, event.table).as_str(),
+    );
+    h.insert(
+        headers::SOURCE_POSITION,
+        event.position.to_string().as_str(),
+    );
+    if let Some(ts) = &event.timestamp {
+        h.insert(headers::TIMESTAMP, ts.as_str());
+    }
+    for (name, value) in &event.headers {
+        h.insert(&**name, value.as_str());
+    }
+    h
+}
+
+fn uncovered_filters(stream_subjects: &[String], filters: &[String]) -> Vec<String> {
+    filters
+        .iter()
+        .filter(|f| !stream_subjects.iter().any(|s| subject_covers(s, f)))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! The binlog source: follows the server's binlog as a replica and emits outbox events.
+//!
+//! The source connects with `mysql_async`'s binlog stream, keeps only INSERTs into configured
+//! outbox tables, maps each row to an [`OutboxEvent`] and sends it down a bounded channel,
+//! followed by a [`SourceMessage::TransactionEnd`] once the transaction commits (XID, COMMIT,
+//! or a statement outside a transaction). Transactions without outbox rows produce a
+//! `TransactionEnd` at most once per [`IDLE_PROGRESS_INTERVAL`], so that an idle outbox still
+//! advances the checkpoint.
+//!
+//! Invariants: events leave in binlog (= commit) order; a `TransactionEnd` follows every event
+//! of its transaction; positions carried by `TransactionEnd` are transaction boundaries.
+//!
+//! Errors: [`SourceError`]; connection problems are retried by the supervisor, an unavailable
+//! binlog, missing privileges and undecodable rows are fatal.
+
+pub mod decode;
+pub mod preflight;
+mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::error::{SourceError, mysql_codes};
+use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
+use crate::position::{BinlogPosition, MariadbGtid};
+use decode::ColumnDecoder;
+
+/// MariaDB's GTID event type, unknown to mysql_async.
+const MARIADB_GTID_EVENT: u8 = 162;
+/// How often a quiet or busy-with-other-tables binlog still moves the checkpoint forward.
+pub const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Heartbeat period requested from the server; a connection silent for three periods is
+/// presumed dead and reconnected.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+/// MariaDB replica capability "understands GTID events" (MARIA_SLAVE_CAPABILITY_GTID).
+const MARIADB_CAPABILITY_GTID: u32 = 4;
+
+/// What the source sends downstream.
+#[derive(Debug)]
+pub enum SourceMessage {
+    Event(Box<OutboxEvent>),
+    /// Every event of the transaction ending here has been sent; reading may resume at
+    /// `position`.
+    TransactionEnd {
+        position: BinlogPosition,
+        gtid: Option<MariadbGtid>,
+    },
+}
+
+/// Settings the source needs, derived from config and preflight.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub opts: Opts,
+    pub server_id: u32,
+    pub tables: Vec<Arc<OutboxTable>>,
+    /// The server writes CRC32 checksums (affects the first, fake ROTATE event).
+    pub checksums: bool,
+}
+
+/// A table map of an outbox table, resolved once per TABLE_MAP event.
+struct OutboxTableMap {
+    resolved: ResolvedTable,
+    decoders: Vec<ColumnDecoder>,
+}
+
+/// Reads the binlog from a start position until cancelled or failed.
+pub struct BinlogSource {
+    settings: SourceSettings,
+    tables_by_id: HashMap<u64, Option<Arc<OutboxTableMap>>>,
+    schema: schema::ColumnNames,
+    file: String,
+    in_transaction: bool,
+    events_in_transaction: usize,
+    gtid: Option<MariadbGtid>,
+    last_progress: Instant,
+}
+
+impl BinlogSource {
+    pub fn new(settings: SourceSettings, start: BinlogPosition) -> Self {
+        let schema = schema::ColumnNames::new(settings.opts.clone());
+        Self {
+            settings,
+            tables_by_id: HashMap::new(),
+            schema,
+            file: start.file,
+            in_transaction: false,
+            events_in_transaction: 0,
+            gtid: None,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Streams from `start` until `cancel` fires (returns `Ok`) or an error occurs. Returns
+    /// `Ok` as well when the receiver is gone.
+    pub async fn run(
+        mut self,
+        start: BinlogPosition,
+        tx: mpsc::Sender<SourceMessage>,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let mut stream = self.open_stream(&start).await?;
+        info!(position = %start, "reading binlog");
+        let silent_limit = HEARTBEAT_PERIOD * 3;
+        loop {
+            // Priority: shutdown first, then the next binlog event.
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                next = tokio::time::timeout(silent_limit, stream.next()) => next,
+            };
+            let event = match next {
+                Err(_) => {
+                    return Err(SourceError::Silent {
+                        silent_ms: silent_limit.as_millis() as u64,
+                    });
+                }
+                Ok(None) => {
+                    return Err(SourceError::Protocol(
+                        "the server ended the binlog stream".into(),
+                    ));
+                }
+                Ok(Some(Err(err))) => return Err(self.classify_stream_error(err)),
+                Ok(Some(Ok(event))) => event,
+            };
+            for msg in self.handle(&stream, &event).await? {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(()),
+                    sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
+                }
+            }
+        }
+        // Closing politely can block on a dead server; the connection is dropped either way.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
+        Ok(())
+    }
+
+    async fn open_stream(&mut self, start: &BinlogPosition) -> Result<BinlogStream, SourceError> {
+        let mut conn = connect(&self.settings.opts).await?;
+        let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos() as u64;
+        for query in [
+            format!("SET @master_heartbeat_period = {heartbeat_ns}"),
+            format!("SET @mariadb_slave_capability = {MARIADB_CAPABILITY_GTID}"),
+        ] {
+            conn.query_drop(query)
+                .await
+                .map_err(|e| SourceError::from_mysql("SET replica session variables", e))?;
+        }
+        let request = BinlogStreamRequest::new(self.settings.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos);
+        conn.get_binlog_stream(request)
+            .await
+            .map_err(|e| self.classify_stream_error(e))
+    }
+
+    fn classify_stream_error(&self, err: mysql_async::Error) -> SourceError {
+        match &err {
+            mysql_async::Error::Server(e) if e.code == mysql_codes::FATAL_ERROR_READING_BINLOG => {
+                SourceError::BinlogUnavailable {
+                    position: format!("{}", self.file),
+                    message: e.message.clone(),
+                }
+            }
+            _ if crate::error::is_access_denied(&err) => SourceError::AccessDenied { source: err },
+            _ => SourceError::Stream { source: err },
+        }
+    }
+
+    /// Processes one event; returns the messages it produces, in order.
+    async fn handle(
+        &mut self,
+        stream: &BinlogStream,
+        event: &Event,
+    ) -> Result<Vec<SourceMessage>, SourceError> {
+        let header = event.header();
+        let end = BinlogPosition::new(self.file.clone(), u64::from(header.log_pos()));
+        let parse_err = |source| SourceError::Parse {
+            position: end.to_string(),
+            source,
+        };
+        if header.event_type_raw() == MARIADB_GTID_EVENT {
+            let (gtid, flags) = MariadbGtid::from_event_payload(event.data(), header.server_id())
+                .ok_or_else(|| {
+                SourceError::Protocol(format!("short MariaDB GTID event at {end}"))
+            })?;
+            self.gtid = Some(gtid);
+            self.in_transaction = flags & MariadbGtid::FLAG_STANDALONE == 0;
+            self.events_in_transaction = 0;
+            return Ok(Vec::new());
+        }
+        let Some(data) = event.read_data().map_err(parse_err)? else {
+            return Ok(Vec::new());
+        };
+        match data {
+            EventData::RotateEvent(rotate) => {
+                let mut name = rotate.name_raw().to_vec();
+                let fake = header.log_pos() == 0;
+                if fake && self.settings.checksums && name.len() > 4 {
+                    // mysql_async reads the first (fake) ROTATE before it knows checksums are
+                    // on, so the 4 checksum bytes are still attached to the name.
+                    name.truncate(name.len() - 4);
+                }
+                let name = String::from_utf8(name)
+                    .map_err(|_| SourceError::Protocol("non-UTF-8 binlog file name".into()))?;
+                debug!(file = %name, pos = rotate.position(), fake, "rotate");
+                let changed = name != self.file;
+                self.file = name;
+                if !fake && changed && !self.in_transaction {
+                    return Ok(vec![self.progress(BinlogPosition::new(
+                        self.file.clone(),
+                        rotate.position(),
+                    ))]);
+                }
+                Ok(Vec::new())
+            }
+            EventData::QueryEvent(query) => {
+                let sql = query.query_raw();
+                if sql.eq_ignore_ascii_case(b"BEGIN") {
+                    self.in_transaction = true;
+                    self.events_in_transaction = 0;
+                    return Ok(Vec::new());
+                }
+                let ends = sql.eq_ignore_ascii_case(b"COMMIT")
+                    || sql.eq_ignore_ascii_case(b"ROLLBACK")
+                    || !self.in_transaction;
+                if ends && header.log_pos() != 0 {
+                    return Ok(self.transaction_end(end));
+                }
+                Ok(Vec::new())
+            }
+            EventData::XidEvent(_) => Ok(self.transaction_end(end)),
+            EventData::TableMapEvent(tme) => {
+                self.on_table_map(&tme).await?;
+                Ok(Vec::new())
+            }
+            EventData::RowsEvent(rows) => self.on_rows(stream, header, &rows, &end),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn progress(&mut self, position: BinlogPosition) -> SourceMessage {
+        self.last_progress = Instant::now();
+        SourceMessage::TransactionEnd {
+            position,
+            gtid: self.gtid,
+        }
+    }
+
+    fn transaction_end(&mut self, end: BinlogPosition) -> Vec<SourceMessage> {
+        let had_events = self.events_in_transaction > 0;
+        self.in_transaction = false;
+        self.events_in_transaction = 0;
+        if had_events || self.last_progress.elapsed() >= IDLE_PROGRESS_INTERVAL {
+            vec![self.progress(end)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn on_table_map(&mut self, tme: &TableMapEvent<'_>) -> Result<(), SourceError> {
+        let schema = tme.database_name();
+        let table_name = tme.table_name();
+        let Some(table) = self
+            .settings
+            .tables
+            .iter()
+            .find(|t| *t.schema == *schema && *t.table == *table_name)
+        else {
+            self.tables_by_id.insert(tme.table_id(), None);
+            return Ok(());
+        };
+        let names = match schema::names_from_table_map(tme) {
+            Some(names) => names,
+            None => {
+                self.schema
+                    .fetch(&schema, &table_name, tme.columns_count())
+                    .await?
+            }
+        };
+        let resolved = table.resolve(&names)?;
+        let decoders = ColumnDecoder::for_table(tme, &names);
+        self.tables_by_id.insert(
+            tme.table_id(),
+            Some(Arc::new(OutboxTableMap { resolved, decoders })),
+        );
+        Ok(())
+    }
+
+    fn on_rows(
+        &mut self,
+        stream: &BinlogStream,
+        header: mysql_async::binlog::events::BinlogEventHeader,
+        rows: &RowsEventData<'_>,
+        end: &BinlogPosition,
+    ) -> Result<Vec<SourceMessage>, SourceError> {
+        if !matches!(
+            rows,
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_)
+        ) {
+            return Ok(Vec::new());
+        }
+        let Some(Some(map)) = self.tables_by_id.get(&rows.table_id()).cloned() else {
+            return Ok(Vec::new());
+        };
+        let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
+            SourceError::Protocol(format!("rows event at {end} without its TABLE_MAP"))
+        })?;
+        let event_start = BinlogPosition::new(
+            self.file.clone(),
+            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
+        );
+        let table_name = map.resolved.table().qualified_name();
+        let mut out = Vec::new();
+        for (index, row) in rows.rows(tme).enumerate() {
+            let position = RowPosition {
+                event: event_start.clone(),
+                row: index,
+            };
+            let decode_err = |source| SourceError::Decode {
+                table: table_name.clone(),
+                position: position.to_string(),
+                source,
+            };
+            let (_, after) = row.map_err(|source| SourceError::Parse {
+                position: position.to_string(),
+                source,
+            })?;
+            let mut after = after.ok_or_else(|| {
+                SourceError::Protocol(format!("INSERT row without an after image at {position}"))
+            })?;
+            if after.len() != map.decoders.len() {
+                return Err(SourceError::Protocol(format!(
+                    "row at {position} has {} of {} columns; set binlog_row_image=FULL",
+                    after.len(),
+                    map.decoders.len()
+                )));
+            }
+            let columns = after.columns();
+            let mut cells = Vec::with_capacity(after.len());
+            for (i, decoder) in map.decoders.iter().enumerate() {
+                let value = after.take(i).expect("each column is taken once");
+                cells.push(
+                    decoder
+                        .decode(value, columns[i].character_set())
+                        .map_err(decode_err)?,
+                );
+            }
+            let event = map.resolved.event(cells, position)?;
+            out.push(SourceMessage::Event(Box::new(event)));
+        }
+        self.events_in_transaction += out.len();
+        Ok(out)
+    }
+}
+
+/// Connects with the source's URL, turning failures into errors that name the server.
+pub async fn connect(opts: &Opts) -> Result<Conn, SourceError> {
+    Conn::new(opts.clone()).await.map_err(|e| {
+        if crate::error::is_access_denied(&e) {
+            SourceError::AccessDenied { source: e }
+        } else {
+            SourceError::Connect {
+                url: format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
+                source: e,
+            }
+        }
+    })
+}
+
+/// Resolves `latest` (the server's current end of binlog) or `earliest` (first binlog file).
+pub async fn resolve_start(
+    opts: &Opts,
+    start: &crate::config::StartPosition,
+) -> Result<BinlogPosition, SourceError> {
+    use crate::config::StartPosition;
+    match start {
+        StartPosition::At(p) => Ok(p.clone()),
+        StartPosition::Latest => {
+            let mut conn = connect(opts).await?;
+            let status = preflight::binlog_status(&mut conn).await?;
+            status.ok_or_else(|| SourceError::Protocol("binary logging is off".into()))
+        }
+        StartPosition::Earliest => {
+            let mut conn = connect(opts).await?;
+            let rows: Vec<mysql_async::Row> = conn
+                .query("SHOW BINARY LOGS")
+                .await
+                .map_err(|e| SourceError::from_mysql("SHOW BINARY LOGS", e))?;
+            let first: Option<String> = rows.first().and_then(|r| r.get(0));
+            first
+                .map(|f| BinlogPosition::new(f, crate::position::BINLOG_START_OFFSET))
+                .ok_or_else(|| SourceError::Protocol("the server lists no binary logs".into()))
+        }
+    }
+}

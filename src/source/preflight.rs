@@ -1,0 +1,330 @@
+//! Preflight checks of the source server: binlog settings, privileges, outbox tables.
+//!
+//! Each check yields a [`Check`] with a pass/warn/fail status, what was found and, on failure,
+//! how to fix it. `binlog-outbox check` prints them; `run` refuses to start if any failed.
+
+use std::fmt;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+
+use crate::error::SourceError;
+use crate::outbox::OutboxTable;
+use crate::position::BinlogPosition;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// How to fix a failure or warning.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn warn(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            status: Status::Warn,
+            ..Self::fail(name, detail, fix)
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.status {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        write!(f, "[{tag}] {}: {}", self.name, self.detail)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n       fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checks learned about the server, for the source to use.
+#[derive(Debug, Clone, Default)]
+pub struct ServerFacts {
+    pub is_mariadb: bool,
+    pub version: String,
+    /// `binlog_checksum` is CRC32.
+    pub checksums: bool,
+}
+
+/// Runs every source check. A connection failure is returned as a single failed check.
+pub async fn check_source(
+    opts: &Opts,
+    tables: &[std::sync::Arc<OutboxTable>],
+) -> (Vec<Check>, ServerFacts) {
+    let mut checks = Vec::new();
+    let mut facts = ServerFacts::default();
+    let mut conn = match super::connect(opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check::fail(
+                "source connection",
+                error_chain(&e),
+                "check source.url (host, port, user, password) and that the server is running",
+            ));
+            return (checks, facts);
+        }
+    };
+    checks.push(Check::pass(
+        "source connection",
+        format!("connected to {}:{}", opts.ip_or_hostname(), opts.tcp_port()),
+    ));
+    match server_settings(&mut conn).await {
+        Ok(s) => {
+            facts.version = s.version.clone();
+            facts.is_mariadb = s.version.to_ascii_lowercase().contains("mariadb");
+            facts.checksums = s.get("binlog_checksum").eq_ignore_ascii_case("CRC32");
+            settings_checks(&s, facts.is_mariadb, &mut checks);
+        }
+        Err(e) => checks.push(Check::fail(
+            "server settings",
+            error_chain(&e),
+            "the connector's user must be able to read global variables",
+        )),
+    }
+    checks.push(match binlog_status(&mut conn).await {
+        Ok(Some(p)) => Check::pass("binlog status", format!("current position {p}")),
+        Ok(None) => Check::fail("binlog status", "binary logging is off", "set log_bin"),
+        Err(e) => Check::fail(
+            "binlog status",
+            error_chain(&e),
+            "GRANT BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) to the connector's user",
+        ),
+    });
+    checks.push(replication_grant_check(&mut conn).await);
+    for table in tables {
+        checks.push(table_check(opts, table).await);
+    }
+    let _ = conn.disconnect().await;
+    (checks, facts)
+}
+
+struct Settings {
+    version: String,
+    vars: Vec<(String, String)>,
+}
+
+impl Settings {
+    fn get(&self, name: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+async fn server_settings(conn: &mut Conn) -> Result<Settings, SourceError> {
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| SourceError::from_mysql("SELECT VERSION()", e))?;
+    let vars: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
+             'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress', \
+             'server_id')",
+        )
+        .await
+        .map_err(|e| SourceError::from_mysql("SHOW GLOBAL VARIABLES", e))?;
+    Ok(Settings {
+        version: version.unwrap_or_default(),
+        vars,
+    })
+}
+
+fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
+    let expect = |name: &str, want: &str, fix: &str| {
+        let got = s.get(name);
+        if got.eq_ignore_ascii_case(want) {
+            Check::pass(name, got.to_string())
+        } else {
+            Check::fail(name, format!("is {got:?}, must be {want}"), fix.to_string())
+        }
+    };
+    checks.push(Check::pass("server", s.version.clone()));
+    checks.push(expect("log_bin", "ON", "start the server with --log-bin"));
+    checks.push(expect(
+        "binlog_format",
+        "ROW",
+        "SET GLOBAL binlog_format = 'ROW' and set it in the server config",
+    ));
+    checks.push(expect(
+        "binlog_row_image",
+        "FULL",
+        "SET GLOBAL binlog_row_image = 'FULL' and set it in the server config",
+    ));
+    let metadata = s.get("binlog_row_metadata");
+    checks.push(if metadata.eq_ignore_ascii_case("FULL") {
+        Check::pass("binlog_row_metadata", metadata.to_string())
+    } else {
+        Check::warn(
+            "binlog_row_metadata",
+            format!("is {metadata:?}: column names come from information_schema, which is wrong across ALTER TABLE"),
+            "SET GLOBAL binlog_row_metadata = 'FULL' and set it in the server config",
+        )
+    });
+    let checksum = s.get("binlog_checksum");
+    checks.push(
+        if ["CRC32", "NONE"]
+            .iter()
+            .any(|c| checksum.eq_ignore_ascii_case(c))
+        {
+            Check::pass("binlog_checksum", checksum.to_string())
+        } else {
+            Check::fail(
+                "binlog_checksum",
+                format!("unsupported value {checksum:?}"),
+                "use CRC32 or NONE",
+            )
+        },
+    );
+    if is_mariadb {
+        let compress = s.get("log_bin_compress");
+        checks.push(if compress.eq_ignore_ascii_case("ON") {
+            Check::fail(
+                "log_bin_compress",
+                "is ON: compressed row events cannot be read and would be skipped",
+                "SET GLOBAL log_bin_compress = OFF (and in the server config)",
+            )
+        } else {
+            Check::pass("log_bin_compress", "OFF")
+        });
+    }
+}
+
+/// The server's current binlog end, `None` when binary logging is off.
+pub async fn binlog_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, SourceError> {
+    // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB and older MySQL do not know the new name.
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(row) => row,
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(|e| SourceError::from_mysql("SHOW BINARY LOG STATUS", e))?,
+        Err(e) => return Err(SourceError::from_mysql("SHOW MASTER STATUS", e)),
+    };
+    Ok(row.and_then(|r| {
+        let file: String = r.get(0)?;
+        let pos: u64 = r.get(1)?;
+        Some(BinlogPosition::new(file, pos))
+    }))
+}
+
+async fn replication_grant_check(conn: &mut Conn) -> Check {
+    const NAME: &str = "REPLICATION SLAVE grant";
+    let grants: Result<Vec<String>, _> = conn.query("SHOW GRANTS").await;
+    match grants {
+        Ok(grants) => {
+            let all = grants.join("\n").to_ascii_uppercase();
+            if all.contains("REPLICATION SLAVE") || all.contains("ALL PRIVILEGES") {
+                Check::pass(NAME, "granted")
+            } else {
+                Check::fail(
+                    NAME,
+                    "the connector's user cannot read the binlog",
+                    "GRANT REPLICATION SLAVE ON *.* TO the connector's user",
+                )
+            }
+        }
+        Err(e) => Check::warn(
+            NAME,
+            format!("SHOW GRANTS failed: {e}"),
+            "check the grants by hand",
+        ),
+    }
+}
+
+async fn table_check(opts: &Opts, table: &OutboxTable) -> Check {
+    let name = format!("outbox table {}", table.qualified_name());
+    let columns = match super::schema::table_columns(opts, &table.schema, &table.table).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::fail(
+                name,
+                error_chain(&e),
+                "check the grants of the connector's user",
+            );
+        }
+    };
+    if columns.is_empty() {
+        return Check::fail(
+            name,
+            "does not exist or is not visible to the connector's user",
+            "create it (see schemas/) and GRANT SELECT on it to the connector's user",
+        );
+    }
+    let missing: Vec<String> = table
+        .required_columns()
+        .into_iter()
+        .filter(|(_, col)| !columns.iter().any(|c| c.eq_ignore_ascii_case(col)))
+        .map(|(field, col)| format!("`{col}` (for {field})"))
+        .collect();
+    if missing.is_empty() {
+        Check::pass(name, format!("columns: {}", columns.join(", ")))
+    } else {
+        Check::fail(
+            name,
+            format!(
+                "missing mapped columns {}; table has: {}",
+                missing.join(", "),
+                columns.join(", ")
+            ),
+            "fix [outbox.columns] / [outbox.headers] in the config, or add the columns",
+        )
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}

@@ -1,0 +1,87 @@
+//! Column names of outbox tables.
+//!
+//! With `binlog_row_metadata=FULL` every TABLE_MAP carries its table's column names, which is
+//! always right, even across ALTER TABLE. Without them the names come from
+//! `information_schema.COLUMNS`, which reflects the table *now*, not when the row was written;
+//! that fallback is logged as a warning once per table.
+
+use std::collections::HashSet;
+
+use mysql_async::Opts;
+use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
+use mysql_async::prelude::Queryable;
+use tracing::warn;
+
+use crate::error::SourceError;
+
+/// Column names from the table map's optional metadata, if the server sent them.
+pub fn names_from_table_map(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
+    for field in tme.iter_optional_meta() {
+        if let Ok(OptionalMetadataField::ColumnName(names)) = field {
+            let names: Vec<String> = names
+                .iter_names()
+                .filter_map(Result::ok)
+                .map(|n| n.name().into_owned())
+                .collect();
+            if names.len() as u64 == tme.columns_count() {
+                return Some(names);
+            }
+        }
+    }
+    None
+}
+
+/// Looks up column names in `information_schema` when table maps lack them.
+pub struct ColumnNames {
+    opts: Opts,
+    warned: HashSet<String>,
+}
+
+impl ColumnNames {
+    pub fn new(opts: Opts) -> Self {
+        Self {
+            opts,
+            warned: HashSet::new(),
+        }
+    }
+
+    pub async fn fetch(
+        &mut self,
+        schema: &str,
+        table: &str,
+        expected: u64,
+    ) -> Result<Vec<String>, SourceError> {
+        let qualified = format!("{schema}.{table}");
+        if self.warned.insert(qualified.clone()) {
+            warn!(
+                table = %qualified,
+                "server sent no column names (binlog_row_metadata is not FULL); using information_schema, which is wrong for rows written before an ALTER TABLE"
+            );
+        }
+        let names = table_columns(&self.opts, schema, table).await?;
+        if names.len() as u64 != expected {
+            return Err(SourceError::Protocol(format!(
+                "{qualified} has {} columns in information_schema but {expected} in the binlog; set binlog_row_metadata=FULL",
+                names.len()
+            )));
+        }
+        Ok(names)
+    }
+}
+
+/// The columns of `schema.table` in table order.
+pub async fn table_columns(
+    opts: &Opts,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, SourceError> {
+    let mut conn = super::connect(opts).await?;
+    const QUERY: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let names: Vec<String> = conn
+        .exec(QUERY, (schema, table))
+        .await
+        .map_err(|e| SourceError::from_mysql("SELECT FROM information_schema.COLUMNS", e))?;
+    let _ = conn.disconnect().await;
+    Ok(names)
+}

@@ -1,0 +1,6 @@
+//! Integration tests against a real MariaDB (binlog on) and a real nats-server (JetStream),
+//! both started privately per test on free ports.
+
+mod support;
+
+mod delivery;

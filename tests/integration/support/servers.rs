@@ -1,0 +1,247 @@
+//! Private MariaDB and nats-server processes for one test, on free ports, stopped by pid.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn find_binary(candidates: &[&str]) -> PathBuf {
+    for c in candidates {
+        let p = Path::new(c);
+        if p.is_absolute() && p.exists() {
+            return p.to_owned();
+        }
+        if let Ok(out) = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {c}"))
+            .output()
+            && out.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!(
+        "none of {candidates:?} is installed; run .ci/run or `apt-get install -y mariadb-server nats-server`"
+    );
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not ready within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status();
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A private mariadbd with ROW binlog, FULL row image and FULL row metadata.
+pub struct MariaDb {
+    pub port: u16,
+    pub server_id: u32,
+    dir: TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl MariaDb {
+    pub fn start(server_id: u32) -> Self {
+        Self::start_with(server_id, &[])
+    }
+
+    pub fn start_with(server_id: u32, extra_args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bo-mariadb")
+            .tempdir()
+            .unwrap();
+        let install = find_binary(&["mariadb-install-db", "mysql_install_db"]);
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(install);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .arg("--innodb-log-file-size=8M")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if is_root() {
+            cmd.arg("--user=root");
+        }
+        let status = cmd.status().expect("mariadb-install-db runs");
+        assert!(status.success(), "mariadb-install-db failed");
+        let mut db = Self {
+            port: 0,
+            server_id,
+            dir,
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        db.start_process();
+        db
+    }
+
+    fn start_process(&mut self) {
+        if self.port == 0 {
+            self.port = free_port();
+        }
+        let d = self.dir.path();
+        let mut cmd = Command::new(find_binary(&[
+            "mariadbd",
+            "/usr/sbin/mariadbd",
+            "/usr/sbin/mysqld",
+        ]));
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--server-id={}", self.server_id))
+            .arg("--log-bin=mariadb-bin")
+            .arg("--binlog-format=ROW")
+            .arg("--binlog-row-image=FULL")
+            .arg("--binlog-row-metadata=FULL")
+            .arg("--skip-name-resolve")
+            .arg("--innodb-log-file-size=8M")
+            .arg("--innodb-buffer-pool-size=64M")
+            .arg("--max-allowed-packet=64M")
+            // Durability of the test server itself does not matter; speed does.
+            .arg("--innodb-flush-log-at-trx-commit=2")
+            .arg("--sync-binlog=0")
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if is_root() {
+            cmd.arg("--user=root");
+        }
+        self.child = Some(cmd.spawn().expect("mariadbd starts"));
+        let port = self.port;
+        let log = d.join("error.log");
+        wait_until("mariadbd", Duration::from_secs(30), || {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "mariadbd exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn root_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    pub fn url_for(&self, user: &str, password: &str) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server abruptly (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
+        self.start_process();
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A private nats-server with JetStream and file storage.
+pub struct Nats {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+/// max_payload of the test server: large enough for the 2 MB payload test.
+pub const NATS_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
+impl Nats {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bo-nats")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port: {port}\nhost: 127.0.0.1\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                dir.path().join("js").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(find_binary(&["nats-server", "/usr/sbin/nats-server"]))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        wait_until("nats-server", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
+    }
+}
