@@ -145,15 +145,33 @@ pub enum PublishError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error("preflight checks failed:\n{0}")]
     Preflight(String),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(Box<SourceError>),
     #[error(transparent)]
-    Publish(#[from] PublishError),
+    Publish(Box<PublishError>),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(Box::new(e))
+    }
+}
+
+impl From<SourceError> for Error {
+    fn from(e: SourceError) -> Self {
+        Error::Source(Box::new(e))
+    }
+}
+
+impl From<PublishError> for Error {
+    fn from(e: PublishError) -> Self {
+        Error::Publish(Box::new(e))
+    }
 }
 
 impl Error {
@@ -169,7 +187,7 @@ impl Error {
             Error::Checkpoint(_) => Policy::Fatal {
                 hint: "the checkpoint cannot be trusted or written; see the message",
             },
-            Error::Source(e) => match e {
+            Error::Source(e) => match &**e {
                 SourceError::Connect { .. }
                 | SourceError::Stream { .. }
                 | SourceError::Silent { .. }
@@ -192,7 +210,7 @@ impl Error {
                     hint: "fix or remove the row in the outbox table's producer; nothing past it was checkpointed",
                 },
             },
-            Error::Publish(e) => match e {
+            Error::Publish(e) => match &**e {
                 PublishError::Connect { .. }
                 | PublishError::Send { .. }
                 | PublishError::Ack { .. } => Policy::Retry,

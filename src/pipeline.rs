@@ -264,12 +264,13 @@ async fn run_stages(
     };
     let result = match (source_result, publish_result, writer_result) {
         (_, _, Err(e)) => Err(Error::Checkpoint(e)),
-        (Err(e), _, _) => Err(Error::Source(e)),
-        (_, Err(e), _) => Err(Error::Publish(e)),
+        (Err(e), _, _) => Err(e.into()),
+        (_, Err(e), _) => Err(e.into()),
         _ if cancel.is_cancelled() => Ok(()),
-        _ => Err(Error::Source(crate::error::SourceError::Protocol(
+        _ => Err(crate::error::SourceError::Protocol(
             "the binlog source stopped without an error".into(),
-        ))),
+        )
+        .into()),
     };
     (result, last)
 }

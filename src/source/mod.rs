@@ -167,7 +167,7 @@ impl BinlogSource {
         match &err {
             mysql_async::Error::Server(e) if e.code == mysql_codes::FATAL_ERROR_READING_BINLOG => {
                 SourceError::BinlogUnavailable {
-                    position: format!("{}", self.file),
+                    position: self.file.clone(),
                     message: e.message.clone(),
                 }
             }

@@ -4,3 +4,7 @@
 mod support;
 
 mod delivery;
+mod errors;
+mod filtering;
+mod restart;
+mod types;

@@ -251,7 +251,6 @@ impl InProcess {
 /// The `binlog-outbox` binary running as a child process.
 pub struct Binary {
     child: Child,
-    pub stderr_path: PathBuf,
 }
 
 impl Binary {
@@ -265,10 +264,7 @@ impl Binary {
             .stderr(stderr)
             .spawn()
             .expect("binary starts");
-        Self {
-            child,
-            stderr_path: log.to_owned(),
-        }
+        Self { child }
     }
 
     /// kill -9: no shutdown sequence at all.
@@ -295,10 +291,6 @@ impl Binary {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 }
 
@@ -440,4 +432,37 @@ pub fn assert_exactly_once_in_order(messages: &[StoredMessage], expected: &[Test
             m.seq
         );
     }
+}
+
+/// Waits until `path` exists.
+pub async fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The checkpoint file's position, as `file:pos`.
+pub fn checkpoint_position(path: &Path) -> binlog_outbox::position::BinlogPosition {
+    use binlog_outbox::checkpoint::{CheckpointStore, FileCheckpointStore};
+    FileCheckpointStore::new(path)
+        .load()
+        .expect("checkpoint readable")
+        .expect("checkpoint exists")
+        .position
+}
+
+/// The server's current end of binlog.
+pub async fn master_position(env: &TestEnv) -> binlog_outbox::position::BinlogPosition {
+    let mut c = env.root_conn().await;
+    let row: mysql_async::Row = c.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    binlog_outbox::position::BinlogPosition::new(
+        row.get::<String, _>(0).unwrap(),
+        row.get::<u64, _>(1).unwrap(),
+    )
 }

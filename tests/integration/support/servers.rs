@@ -82,19 +82,27 @@ impl MariaDb {
             .unwrap();
         let install = find_binary(&["mariadb-install-db", "mysql_install_db"]);
         let data = dir.path().join("data");
+        // A private tmpdir: parallel bootstraps sharing /tmp collide on temp table names.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         let mut cmd = Command::new(install);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .arg("--innodb-log-file-size=8M")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdin(Stdio::null());
         if is_root() {
             cmd.arg("--user=root");
         }
-        let status = cmd.status().expect("mariadb-install-db runs");
-        assert!(status.success(), "mariadb-install-db failed");
+        let out = cmd.output().expect("mariadb-install-db runs");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut db = Self {
             port: 0,
             server_id,
@@ -119,6 +127,7 @@ impl MariaDb {
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .arg(format!("--port={}", self.port))
@@ -163,15 +172,6 @@ impl MariaDb {
 
     pub fn url_for(&self, user: &str, password: &str) -> String {
         format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the server abruptly (SIGKILL) and starts it again on the same port and data.
-    pub fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
-        self.start_process();
     }
 }
 

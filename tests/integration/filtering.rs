@@ -1,0 +1,67 @@
+//! Only INSERTs into configured outbox tables are published.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_tables_updates_deletes_and_rollbacks_publish_nothing_but_insert_then_delete_does() {
+    let env = TestEnv::start("filtering").await;
+    env.exec("CREATE TABLE other (id INT PRIMARY KEY, v VARCHAR(10))")
+        .await;
+    env.exec_root(&format!(
+        "CREATE DATABASE elsewhere; CREATE TABLE elsewhere.outbox LIKE {}.outbox",
+        env.schema
+    ))
+    .await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+
+    let e = events(1, 6, 3);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[0..2], false).await;
+    let ids = |i: usize| {
+        let hex: String = e[i].id_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        format!("UNHEX('{hex}')")
+    };
+    let statements = [
+        "INSERT INTO other VALUES (1, 'a'), (2, 'b')".to_string(),
+        "UPDATE other SET v = 'c' WHERE id = 1".to_string(),
+        format!("UPDATE outbox SET type = 'Changed' WHERE id = {}", ids(0)),
+        format!("DELETE FROM outbox WHERE id = {}", ids(1)),
+        // Same table name in another schema.
+        format!(
+            "INSERT INTO elsewhere.outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}",
+            e[5].sql_values()
+        ),
+        // Inserted and deleted in one transaction: the insert was committed, so it is published.
+        format!(
+            "START TRANSACTION; INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}; DELETE FROM outbox WHERE id = {}; COMMIT",
+            e[2].sql_values(),
+            ids(2)
+        ),
+        // Rolled back: never committed, never published.
+        format!(
+            "START TRANSACTION; INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}; ROLLBACK",
+            e[3].sql_values()
+        ),
+    ];
+    for sql in &statements {
+        mysql_async::prelude::Queryable::query_drop(&mut conn, sql)
+            .await
+            .unwrap();
+    }
+    // A sentinel: once it is stored, everything committed before it has been processed.
+    insert_tx(&mut conn, &e[4..5], false).await;
+    env.wait_for_count(4, Duration::from_secs(30)).await;
+    connector.stop().await.expect("clean shutdown");
+
+    let stored: Vec<String> = env
+        .stored_messages()
+        .await
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").to_owned())
+        .collect();
+    let expected: Vec<String> = [0, 1, 2, 4].iter().map(|&i| e[i].uuid()).collect();
+    assert_eq!(stored, expected);
+}
