@@ -227,7 +227,7 @@ mod tests {
         // BINARY(16): real type 0xfe, length 16.
         assert_eq!(string_field_length(0xfe, 16), 16);
         // CHAR(255) in utf8mb4 is 1020 bytes: the high bits live in byte 0.
-        assert_eq!(string_field_length(0xee, 0xfc), 1020);
+        assert_eq!(string_field_length(0xce, 0xfc), 1020);
     }
 
     #[test]
