@@ -490,6 +490,21 @@ mod tests {
     }
 
     #[test]
+    fn example_connector_configs_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/connectors");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load_with_env(&path, std::iter::empty())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example configs in {dir}");
+    }
+
+    #[test]
     fn bad_start_position_says_what_is_expected() {
         let err = load(MINIMAL, &[("BINLOG_OUTBOX__SOURCE__START", "yesterday")])
             .unwrap_err()

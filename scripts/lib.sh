@@ -1,0 +1,46 @@
+# Shared shell helpers for scripts/demo and scripts/test. Source it; do not run it.
+
+# Installs mariadb-server and nats-server from the distribution when they are missing.
+ensure_packages() {
+  local missing=()
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "==> installing ${missing[*]} (apt-get)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# Waits until something listens on 127.0.0.1:$1 (at most $2 seconds, default 30).
+wait_for_port() {
+  local deadline=$((SECONDS + ${2:-30}))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "nothing listens on port $1 after ${2:-30}s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# Finds a server binary that may live in /usr/sbin (not on every user's PATH).
+sbin() {
+  command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"
+}
