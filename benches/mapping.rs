@@ -35,9 +35,16 @@ fn bench(c: &mut Criterion) {
         headers: Default::default(),
     };
     let table = Arc::new(OutboxTable::from_config(&config).unwrap());
-    let columns: Vec<String> = ["id", "aggregatetype", "aggregateid", "type", "payload", "created_at"]
-        .map(String::from)
-        .to_vec();
+    let columns: Vec<String> = [
+        "id",
+        "aggregatetype",
+        "aggregateid",
+        "type",
+        "payload",
+        "created_at",
+    ]
+    .map(String::from)
+    .to_vec();
     let resolved = table.resolve(&columns).unwrap();
     let position = RowPosition {
         event: BinlogPosition::new("mariadb-bin.000001", 123_456),

@@ -34,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut messages = consumer.messages().await?;
     let mut seen = 0;
     while seen < args.count {
-        let next = tokio::time::timeout(Duration::from_secs(args.idle_timeout_secs), messages.next());
+        let next =
+            tokio::time::timeout(Duration::from_secs(args.idle_timeout_secs), messages.next());
         let Ok(Some(msg)) = next.await else {
             return Err(format!("only {seen} of {} messages arrived", args.count).into());
         };

@@ -133,6 +133,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         return Err(Error::Preflight(failed.join("\n")));
     }
 
+    info!(server = %facts.version, mariadb = facts.is_mariadb, "source server");
     let publisher = Publisher::connect(&config.nats).await?;
     publisher.ensure_stream(&prepared.filters).await?;
 
@@ -158,7 +159,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         opts: prepared.opts.clone(),
         server_id: config.source.server_id,
         tables: prepared.tables.clone(),
-        checksums: facts.checksums,
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
     let mut backoff = BACKOFF_MIN;

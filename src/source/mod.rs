@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::events::{
+    BinlogEventHeader, Event, EventData, RowsEventData, TableMapEvent,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use tokio::sync::mpsc;
@@ -62,8 +64,6 @@ pub struct SourceSettings {
     pub opts: Opts,
     pub server_id: u32,
     pub tables: Vec<Arc<OutboxTable>>,
-    /// The server writes CRC32 checksums (affects the first, fake ROTATE event).
-    pub checksums: bool,
 }
 
 /// A table map of an outbox table, resolved once per TABLE_MAP event.
@@ -82,6 +82,9 @@ pub struct BinlogSource {
     events_in_transaction: usize,
     gtid: Option<MariadbGtid>,
     last_progress: Instant,
+    /// A FORMAT_DESCRIPTION event has been read on this connection (so mysql_async knows
+    /// whether events carry checksums).
+    seen_format_description: bool,
 }
 
 impl BinlogSource {
@@ -96,6 +99,7 @@ impl BinlogSource {
             events_in_transaction: 0,
             gtid: None,
             last_progress: Instant::now(),
+            seen_format_description: false,
         }
     }
 
@@ -205,10 +209,12 @@ impl BinlogSource {
             EventData::RotateEvent(rotate) => {
                 let mut name = rotate.name_raw().to_vec();
                 let fake = header.log_pos() == 0;
-                if fake && self.settings.checksums && name.len() > 4 {
-                    // mysql_async reads the first (fake) ROTATE before it knows checksums are
-                    // on, so the 4 checksum bytes are still attached to the name.
-                    name.truncate(name.len() - 4);
+                if !self.seen_format_description && ends_with_own_crc32(&header, event.data()) {
+                    // mysql_async reads the first ROTATE of a connection before any
+                    // FORMAT_DESCRIPTION, so it cannot know whether events carry checksums:
+                    // the 4 checksum bytes are still attached to the name. (MariaDB adds
+                    // them even when binlog_checksum is NONE, so check the bytes themselves.)
+                    name.truncate(name.len().saturating_sub(4));
                 }
                 let name = String::from_utf8(name)
                     .map_err(|_| SourceError::Protocol("non-UTF-8 binlog file name".into()))?;
@@ -239,6 +245,10 @@ impl BinlogSource {
                 Ok(Vec::new())
             }
             EventData::XidEvent(_) => Ok(self.transaction_end(end)),
+            EventData::FormatDescriptionEvent(_) => {
+                self.seen_format_description = true;
+                Ok(Vec::new())
+            }
             EventData::TableMapEvent(tme) => {
                 self.on_table_map(&tme).await?;
                 Ok(Vec::new())
@@ -299,7 +309,7 @@ impl BinlogSource {
     fn on_rows(
         &mut self,
         stream: &BinlogStream,
-        header: mysql_async::binlog::events::BinlogEventHeader,
+        header: BinlogEventHeader,
         rows: &RowsEventData<'_>,
         end: &BinlogPosition,
     ) -> Result<Vec<SourceMessage>, SourceError> {
@@ -361,6 +371,24 @@ impl BinlogSource {
         self.events_in_transaction += out.len();
         Ok(out)
     }
+}
+
+/// Whether the last 4 bytes of an event's data are the CRC32 of its header and the rest of
+/// the data, i.e. a checksum the parser left attached.
+fn ends_with_own_crc32(header: &BinlogEventHeader, data: &[u8]) -> bool {
+    let Some(split) = data.len().checked_sub(4) else {
+        return false;
+    };
+    let (body, checksum) = data.split_at(split);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header.timestamp().to_le_bytes());
+    hasher.update(&[header.event_type_raw()]);
+    hasher.update(&header.server_id().to_le_bytes());
+    hasher.update(&header.event_size().to_le_bytes());
+    hasher.update(&header.log_pos().to_le_bytes());
+    hasher.update(&header.flags_raw().to_le_bytes());
+    hasher.update(body);
+    hasher.finalize().to_le_bytes() == checksum
 }
 
 /// Connects with the source's URL, turning failures into errors that name the server.

@@ -85,8 +85,6 @@ impl fmt::Display for Check {
 pub struct ServerFacts {
     pub is_mariadb: bool,
     pub version: String,
-    /// `binlog_checksum` is CRC32.
-    pub checksums: bool,
 }
 
 /// Runs every source check. A connection failure is returned as a single failed check.
@@ -115,7 +113,6 @@ pub async fn check_source(
         Ok(s) => {
             facts.version = s.version.clone();
             facts.is_mariadb = s.version.to_ascii_lowercase().contains("mariadb");
-            facts.checksums = s.get("binlog_checksum").eq_ignore_ascii_case("CRC32");
             settings_checks(&s, facts.is_mariadb, &mut checks);
         }
         Err(e) => checks.push(Check::fail(

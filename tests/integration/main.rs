@@ -7,4 +7,5 @@ mod delivery;
 mod errors;
 mod filtering;
 mod restart;
+mod server_settings;
 mod types;

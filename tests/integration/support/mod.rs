@@ -44,8 +44,13 @@ impl TestEnv {
     /// Starts MariaDB and NATS, creates database `schema` with the default outbox table and
     /// a connector user with only the documented grants.
     pub async fn start(schema: &str) -> Self {
+        Self::start_with(schema, &[]).await
+    }
+
+    /// Like [`TestEnv::start`] with extra mariadbd options (later options win).
+    pub async fn start_with(schema: &str, mariadbd_args: &[&str]) -> Self {
         let env = Self {
-            db: MariaDb::start(1),
+            db: MariaDb::start_with(1, mariadbd_args),
             nats: Nats::start(),
             dir: tempfile::Builder::new()
                 .prefix("bo-test")

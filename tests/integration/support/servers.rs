@@ -71,10 +71,6 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
-    pub fn start(server_id: u32) -> Self {
-        Self::start_with(server_id, &[])
-    }
-
     pub fn start_with(server_id: u32, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bo-mariadb")

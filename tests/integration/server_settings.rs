@@ -1,0 +1,99 @@
+//! Server settings the source must cope with or refuse: row metadata, binlog compression,
+//! checksums; and the start positions used when there is no checkpoint.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_full_row_metadata_column_names_come_from_information_schema_with_a_warning() {
+    let env = TestEnv::start_with("minimal_meta", &["--binlog-row-metadata=MINIMAL"]).await;
+    let config = env.write_config("c.toml", &env.config_toml(None));
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 20, 4);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e, true).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    assert!(connector.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("binlog_row_metadata") && log.contains("preflight warning"),
+        "{log}"
+    );
+    assert!(log.contains("using information_schema"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_binlog_is_refused_because_its_row_events_cannot_be_read() {
+    let env = TestEnv::start_with("compressed", &["--log-bin-compress=ON"]).await;
+    let msg = InProcess::start(env.config(None))
+        .join(Duration::from_secs(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("log_bin_compress"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_without_checksums_is_followed_with_correct_positions() {
+    let env = TestEnv::start_with("no_checksum", &["--binlog-checksum=NONE"]).await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 50, 5);
+    let mut conn = env.conn().await;
+    for chunk in e.chunks(10) {
+        insert_tx(&mut conn, chunk, false).await;
+    }
+    env.wait_for_count(50, Duration::from_secs(30)).await;
+    let end = master_position(&env).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_eq!(checkpoint_position(&env.checkpoint_path()), end);
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_earliest_publishes_events_committed_before_the_first_start() {
+    let env = TestEnv::start("earliest").await;
+    let e = events(1, 30, 3);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..10], true).await;
+    env.exec_root("FLUSH BINARY LOGS").await;
+    insert_tx(&mut conn, &e[10..], false).await;
+    let toml = env
+        .config_toml(None)
+        .replace("start = \"latest\"", "start = \"earliest\"");
+    let config = env.write_config("c.toml", &toml);
+    let connector = InProcess::start(
+        binlog_outbox::config::Config::load_with_env(&config, std::iter::empty()).unwrap(),
+    );
+    env.wait_for_count(30, Duration::from_secs(30)).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+    assert_eq!(
+        checkpoint_position(&env.checkpoint_path()).file,
+        "mariadb-bin.000002"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_an_explicit_position_skips_what_came_before_it() {
+    let env = TestEnv::start("explicit").await;
+    let e = events(1, 20, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..10], true).await;
+    let from = master_position(&env).await;
+    insert_tx(&mut conn, &e[10..], true).await;
+    let toml = env
+        .config_toml(None)
+        .replace("start = \"latest\"", &format!("start = \"{from}\""));
+    let config = env.write_config("c.toml", &toml);
+    let connector = InProcess::start(
+        binlog_outbox::config::Config::load_with_env(&config, std::iter::empty()).unwrap(),
+    );
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e[10..]);
+}
