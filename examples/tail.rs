@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!("── {} ──", msg.subject);
         if let Some(headers) = &msg.headers {
             let mut pairs: Vec<_> = headers.iter().collect();
-            pairs.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+            pairs.sort_by_key(|(name, _)| name.to_string());
             for (name, values) in pairs {
                 for v in values {
                     println!("  {name}: {v}");
