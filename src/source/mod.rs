@@ -85,6 +85,8 @@ pub struct BinlogSource {
     /// A FORMAT_DESCRIPTION event has been read on this connection (so mysql_async knows
     /// whether events carry checksums).
     seen_format_description: bool,
+    /// The position this connection asked for.
+    requested: Option<BinlogPosition>,
 }
 
 impl BinlogSource {
@@ -100,6 +102,7 @@ impl BinlogSource {
             gtid: None,
             last_progress: Instant::now(),
             seen_format_description: false,
+            requested: None,
         }
     }
 
@@ -149,6 +152,7 @@ impl BinlogSource {
     }
 
     async fn open_stream(&mut self, start: &BinlogPosition) -> Result<BinlogStream, SourceError> {
+        self.requested = Some(start.clone());
         let mut conn = connect(&self.settings.opts).await?;
         let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos() as u64;
         for query in [
@@ -171,12 +175,21 @@ impl BinlogSource {
         match &err {
             mysql_async::Error::Server(e) if e.code == mysql_codes::FATAL_ERROR_READING_BINLOG => {
                 SourceError::BinlogUnavailable {
-                    position: self.file.clone(),
+                    position: self.position_hint(),
                     message: e.message.clone(),
                 }
             }
             _ if crate::error::is_access_denied(&err) => SourceError::AccessDenied { source: err },
             _ => SourceError::Stream { source: err },
+        }
+    }
+
+    /// The position to name in an error: where reading started on this connection, or the
+    /// current file once events have been read.
+    fn position_hint(&self) -> String {
+        match &self.requested {
+            Some(p) if !self.seen_format_description => p.to_string(),
+            _ => format!("{} (file being read)", self.file),
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 mod delivery;
 mod errors;
 mod filtering;
+mod recovery;
 mod restart;
 mod server_settings;
 mod types;

@@ -230,6 +230,8 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(config: Config) -> Self {
+        // Logs of in-process connectors show with `RUST_LOG=binlog_outbox=debug cargo test`.
+        binlog_outbox::telemetry::init("off", binlog_outbox::telemetry::LogFormat::Text);
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(binlog_outbox::pipeline::run(config, cancel.clone()));
         Self { cancel, handle }

@@ -169,6 +169,15 @@ impl MariaDb {
     pub fn url_for(&self, user: &str, password: &str) -> String {
         format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
     }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
+        self.start_process();
+    }
 }
 
 impl Drop for MariaDb {
@@ -206,21 +215,37 @@ impl Nats {
             ),
         )
         .unwrap();
+        let mut nats = Self {
+            port,
+            dir,
+            child: None,
+        };
+        nats.start_process();
+        nats
+    }
+
+    fn start_process(&mut self) {
         let child = Command::new(find_binary(&["nats-server", "/usr/sbin/nats-server"]))
             .arg("-c")
-            .arg(&conf)
+            .arg(self.dir.path().join("nats.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server starts");
+        self.child = Some(child);
+        let port = self.port;
         wait_until("nats-server", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Self {
-            port,
-            dir,
-            child: Some(child),
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
         }
+        self.start_process();
     }
 
     pub fn url(&self) -> String {
