@@ -35,6 +35,8 @@ pub const MAX_ACK_WINDOW: usize = 4000;
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
 /// Connecting to either server gives up after this long (then the retry policy applies).
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Heartbeats every 5 s: a dead connection is noticed within 15 s, at negligible cost.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// How long shutdown waits for in-flight acks before giving up on them (they are simply not
 /// checkpointed, and are republished on the next start).
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
@@ -63,6 +65,10 @@ pub struct SourceConfig {
     pub start: StartPosition,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Heartbeat period asked of the server while the binlog is idle; a connection silent for
+    /// three periods is presumed dead and reconnected.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
 }
 
 /// Where to begin reading when no checkpoint exists.
@@ -238,6 +244,9 @@ fn default_ack_timeout_ms() -> u64 {
 fn default_connect_timeout_ms() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_MS
 }
+fn default_heartbeat_ms() -> u64 {
+    DEFAULT_HEARTBEAT_MS
+}
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT_MS
 }
@@ -305,6 +314,12 @@ impl Config {
             problems.push(
                 "source.server_id: must be a non-zero id unique among the source's replicas".into(),
             );
+        }
+        if !(100..=600_000).contains(&self.source.heartbeat_ms) {
+            problems.push(format!(
+                "source.heartbeat_ms: must be between 100 and 600000, got {}",
+                self.source.heartbeat_ms
+            ));
         }
         if self.outbox.is_empty() {
             problems.push("outbox: at least one [[outbox]] table is required".into());

@@ -44,6 +44,10 @@ pub enum SourceError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error(
+        "the source database at {address} did not complete the connection within {timeout_ms} ms"
+    )]
+    ConnectTimeout { address: String, timeout_ms: u64 },
     #[error("the source database refused access: {source}")]
     AccessDenied {
         #[source]
@@ -189,6 +193,7 @@ impl Error {
             },
             Error::Source(e) => match &**e {
                 SourceError::Connect { .. }
+                | SourceError::ConnectTimeout { .. }
                 | SourceError::Stream { .. }
                 | SourceError::Silent { .. }
                 | SourceError::Query { .. } => Policy::Retry,

@@ -38,7 +38,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Everything `run` and `check` need, built from the config.
 struct Prepared {
     tables: Vec<Arc<OutboxTable>>,
-    opts: mysql_async::Opts,
+    endpoint: source::Endpoint,
     filters: Vec<String>,
 }
 
@@ -64,7 +64,10 @@ fn prepare(config: &Config) -> Result<Prepared, Error> {
     filters.dedup();
     Ok(Prepared {
         tables,
-        opts,
+        endpoint: source::Endpoint {
+            opts,
+            connect_timeout: Duration::from_millis(config.source.connect_timeout_ms),
+        },
         filters,
     })
 }
@@ -81,7 +84,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
             )];
         }
     };
-    let (mut checks, _) = preflight::check_source(&prepared.opts, &prepared.tables).await;
+    let (mut checks, _) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
     match Publisher::connect(&config.nats).await {
         Ok(publisher) => {
             checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
@@ -112,7 +115,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     let prepared = prepare(&config)?;
-    let (checks, facts) = preflight::check_source(&prepared.opts, &prepared.tables).await;
+    let (checks, facts) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
     for c in &checks {
         match c.status {
             Status::Pass => info!(check = %c.name, detail = %c.detail, "preflight passed"),
@@ -145,7 +148,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             cp
         }
         None => {
-            let start = source::resolve_start(&prepared.opts, &config.source.start).await?;
+            let start = source::resolve_start(&prepared.endpoint, &config.source.start).await?;
             info!(position = %start, start = %config.source.start, "no checkpoint; starting at source.start");
             // Persist the start right away: a crash before the first event must not move a
             // `latest` start past events committed in between.
@@ -156,9 +159,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     };
 
     let settings = SourceSettings {
-        opts: prepared.opts.clone(),
+        endpoint: prepared.endpoint.clone(),
         server_id: config.source.server_id,
         tables: prepared.tables.clone(),
+        heartbeat: Duration::from_millis(config.source.heartbeat_ms),
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
     let mut backoff = BACKOFF_MIN;

@@ -40,9 +40,8 @@ use decode::ColumnDecoder;
 const MARIADB_GTID_EVENT: u8 = 162;
 /// How often a quiet or busy-with-other-tables binlog still moves the checkpoint forward.
 pub const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Heartbeat period requested from the server; a connection silent for three periods is
-/// presumed dead and reconnected.
-pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+/// A binlog connection silent for this many heartbeat periods is presumed dead.
+const SILENT_HEARTBEATS: u32 = 3;
 /// MariaDB replica capability "understands GTID events" (MARIA_SLAVE_CAPABILITY_GTID).
 const MARIADB_CAPABILITY_GTID: u32 = 4;
 
@@ -61,9 +60,11 @@ pub enum SourceMessage {
 /// Settings the source needs, derived from config and preflight.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
-    pub opts: Opts,
+    pub endpoint: Endpoint,
     pub server_id: u32,
     pub tables: Vec<Arc<OutboxTable>>,
+    /// Heartbeat period requested from the server while the binlog is idle.
+    pub heartbeat: Duration,
 }
 
 /// A table map of an outbox table, resolved once per TABLE_MAP event.
@@ -91,7 +92,7 @@ pub struct BinlogSource {
 
 impl BinlogSource {
     pub fn new(settings: SourceSettings, start: BinlogPosition) -> Self {
-        let schema = schema::ColumnNames::new(settings.opts.clone());
+        let schema = schema::ColumnNames::new(settings.endpoint.clone());
         Self {
             settings,
             tables_by_id: HashMap::new(),
@@ -116,7 +117,7 @@ impl BinlogSource {
     ) -> Result<(), SourceError> {
         let mut stream = self.open_stream(&start).await?;
         info!(position = %start, "reading binlog");
-        let silent_limit = HEARTBEAT_PERIOD * 3;
+        let silent_limit = self.settings.heartbeat * SILENT_HEARTBEATS;
         loop {
             // Priority: shutdown first, then the next binlog event.
             let next = tokio::select! {
@@ -153,8 +154,8 @@ impl BinlogSource {
 
     async fn open_stream(&mut self, start: &BinlogPosition) -> Result<BinlogStream, SourceError> {
         self.requested = Some(start.clone());
-        let mut conn = connect(&self.settings.opts).await?;
-        let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos() as u64;
+        let mut conn = self.settings.endpoint.connect().await?;
+        let heartbeat_ns = self.settings.heartbeat.as_nanos() as u64;
         for query in [
             format!("SET @master_heartbeat_period = {heartbeat_ns}"),
             format!("SET @mariadb_slave_capability = {MARIADB_CAPABILITY_GTID}"),
@@ -404,35 +405,54 @@ fn ends_with_own_crc32(header: &BinlogEventHeader, data: &[u8]) -> bool {
     hasher.finalize().to_le_bytes() == checksum
 }
 
-/// Connects with the source's URL, turning failures into errors that name the server.
-pub async fn connect(opts: &Opts) -> Result<Conn, SourceError> {
-    Conn::new(opts.clone()).await.map_err(|e| {
-        if crate::error::is_access_denied(&e) {
-            SourceError::AccessDenied { source: e }
-        } else {
-            SourceError::Connect {
-                url: format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
-                source: e,
+/// How to reach the source server: connection options and a connect timeout.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub opts: Opts,
+    pub connect_timeout: Duration,
+}
+
+impl Endpoint {
+    /// `host:port`, for messages (never the password).
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
+    }
+
+    /// Connects, turning failures into errors that name the server. A server that accepts
+    /// the TCP connection but never answers (frozen) fails after `connect_timeout`.
+    pub async fn connect(&self) -> Result<Conn, SourceError> {
+        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts.clone())).await {
+            Err(_) => Err(SourceError::ConnectTimeout {
+                address: self.address(),
+                timeout_ms: self.connect_timeout.as_millis() as u64,
+            }),
+            Ok(Err(e)) if crate::error::is_access_denied(&e) => {
+                Err(SourceError::AccessDenied { source: e })
             }
+            Ok(Err(e)) => Err(SourceError::Connect {
+                url: self.address(),
+                source: e,
+            }),
+            Ok(Ok(conn)) => Ok(conn),
         }
-    })
+    }
 }
 
 /// Resolves `latest` (the server's current end of binlog) or `earliest` (first binlog file).
 pub async fn resolve_start(
-    opts: &Opts,
+    endpoint: &Endpoint,
     start: &crate::config::StartPosition,
 ) -> Result<BinlogPosition, SourceError> {
     use crate::config::StartPosition;
     match start {
         StartPosition::At(p) => Ok(p.clone()),
         StartPosition::Latest => {
-            let mut conn = connect(opts).await?;
+            let mut conn = endpoint.connect().await?;
             let status = preflight::binlog_status(&mut conn).await?;
             status.ok_or_else(|| SourceError::Protocol("binary logging is off".into()))
         }
         StartPosition::Earliest => {
-            let mut conn = connect(opts).await?;
+            let mut conn = endpoint.connect().await?;
             let rows: Vec<mysql_async::Row> = conn
                 .query("SHOW BINARY LOGS")
                 .await

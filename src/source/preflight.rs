@@ -5,8 +5,8 @@
 
 use std::fmt;
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
 
 use crate::error::SourceError;
 use crate::outbox::OutboxTable;
@@ -89,12 +89,12 @@ pub struct ServerFacts {
 
 /// Runs every source check. A connection failure is returned as a single failed check.
 pub async fn check_source(
-    opts: &Opts,
+    endpoint: &super::Endpoint,
     tables: &[std::sync::Arc<OutboxTable>],
 ) -> (Vec<Check>, ServerFacts) {
     let mut checks = Vec::new();
     let mut facts = ServerFacts::default();
-    let mut conn = match super::connect(opts).await {
+    let mut conn = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => {
             checks.push(Check::fail(
@@ -107,7 +107,7 @@ pub async fn check_source(
     };
     checks.push(Check::pass(
         "source connection",
-        format!("connected to {}:{}", opts.ip_or_hostname(), opts.tcp_port()),
+        format!("connected to {}", endpoint.address()),
     ));
     match server_settings(&mut conn).await {
         Ok(s) => {
@@ -132,7 +132,7 @@ pub async fn check_source(
     });
     checks.push(replication_grant_check(&mut conn).await);
     for table in tables {
-        checks.push(table_check(opts, table).await);
+        checks.push(table_check(endpoint, table).await);
     }
     let _ = conn.disconnect().await;
     (checks, facts)
@@ -274,9 +274,9 @@ async fn replication_grant_check(conn: &mut Conn) -> Check {
     }
 }
 
-async fn table_check(opts: &Opts, table: &OutboxTable) -> Check {
+async fn table_check(endpoint: &super::Endpoint, table: &OutboxTable) -> Check {
     let name = format!("outbox table {}", table.qualified_name());
-    let columns = match super::schema::table_columns(opts, &table.schema, &table.table).await {
+    let columns = match super::schema::table_columns(endpoint, &table.schema, &table.table).await {
         Ok(c) => c,
         Err(e) => {
             return Check::fail(

@@ -7,11 +7,11 @@
 
 use std::collections::HashSet;
 
-use mysql_async::Opts;
 use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use tracing::warn;
 
+use super::Endpoint;
 use crate::error::SourceError;
 
 /// Column names from the table map's optional metadata, if the server sent them.
@@ -33,14 +33,14 @@ pub fn names_from_table_map(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
 
 /// Looks up column names in `information_schema` when table maps lack them.
 pub struct ColumnNames {
-    opts: Opts,
+    endpoint: Endpoint,
     warned: HashSet<String>,
 }
 
 impl ColumnNames {
-    pub fn new(opts: Opts) -> Self {
+    pub fn new(endpoint: Endpoint) -> Self {
         Self {
-            opts,
+            endpoint,
             warned: HashSet::new(),
         }
     }
@@ -58,7 +58,7 @@ impl ColumnNames {
                 "server sent no column names (binlog_row_metadata is not FULL); using information_schema, which is wrong for rows written before an ALTER TABLE"
             );
         }
-        let names = table_columns(&self.opts, schema, table).await?;
+        let names = table_columns(&self.endpoint, schema, table).await?;
         if names.len() as u64 != expected {
             return Err(SourceError::Protocol(format!(
                 "{qualified} has {} columns in information_schema but {expected} in the binlog; set binlog_row_metadata=FULL",
@@ -71,11 +71,11 @@ impl ColumnNames {
 
 /// The columns of `schema.table` in table order.
 pub async fn table_columns(
-    opts: &Opts,
+    endpoint: &Endpoint,
     schema: &str,
     table: &str,
 ) -> Result<Vec<String>, SourceError> {
-    let mut conn = super::connect(opts).await?;
+    let mut conn = endpoint.connect().await?;
     const QUERY: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
     let names: Vec<String> = conn

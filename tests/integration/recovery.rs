@@ -209,3 +209,51 @@ async fn event_above_max_payload_stops_naming_it_before_checkpointing_past_it() 
     assert_eq!(env.message_count().await, 3);
     assert_eq!(checkpoint_position(&env.checkpoint_path()), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_connection_and_a_frozen_server_is_detected_and_reconnected() {
+    let mut env = TestEnv::start("heartbeat").await;
+    let toml = env.config_toml(None).replace(
+        "server_id = 4201\n",
+        "server_id = 4201\nheartbeat_ms = 300\nconnect_timeout_ms = 1000\n",
+    );
+    let config = env.write_config("c.toml", &toml);
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 20, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..10], true).await;
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+
+    // Idle for ten heartbeat periods: heartbeats must keep the connection (a connection silent
+    // for three periods would be dropped and reconnected).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !idle_log.contains("presumed dead"),
+        "idle connection was dropped:\n{idle_log}"
+    );
+    assert_eq!(idle_log.matches("reading binlog").count(), 1, "{idle_log}");
+
+    // A frozen server sends no heartbeats: detected, then reconnected once it thaws.
+    env.db.signal("-STOP");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("presumed dead")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "frozen server never detected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.db.signal("-CONT");
+    drop(conn);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[10..], false).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    assert!(connector.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}

@@ -170,6 +170,13 @@ impl MariaDb {
         format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: it keeps its sockets but says nothing.
+    pub fn signal(&mut self, signal: &str) {
+        if let Some(c) = self.child.as_mut() {
+            kill(c, signal);
+        }
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
