@@ -10,3 +10,4 @@ mod recovery;
 mod restart;
 mod server_settings;
 mod types;
+mod demo;
