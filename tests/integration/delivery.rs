@@ -50,16 +50,3 @@ async fn every_committed_insert_is_published_once_with_subject_body_headers_in_c
         );
     }
 }
-
-/// Waits until `path` exists.
-pub async fn wait_for_file(path: &std::path::Path) {
-    let start = std::time::Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

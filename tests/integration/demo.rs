@@ -19,12 +19,31 @@ fn demo_script_publishes_the_sample_events_on_their_subjects() {
         .expect("demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    assert_eq!(stdout.matches("── outbox.event.User ──").count(), 2, "{stdout}");
-    assert_eq!(stdout.matches("── outbox.event.Order ──").count(), 2, "{stdout}");
-    for event in ["UserCreated", "UserEmailChanged", "OrderPlaced", "OrderPaid"] {
-        assert!(stdout.contains(&format!("Outbox-Event-Type: {event}")), "{event} missing:\n{stdout}");
+    assert_eq!(
+        stdout.matches("── outbox.event.User ──").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("── outbox.event.Order ──").count(),
+        2,
+        "{stdout}"
+    );
+    for event in [
+        "UserCreated",
+        "UserEmailChanged",
+        "OrderPlaced",
+        "OrderPaid",
+    ] {
+        assert!(
+            stdout.contains(&format!("Outbox-Event-Type: {event}")),
+            "{event} missing:\n{stdout}"
+        );
     }
     assert!(stdout.contains("demo finished"), "{stdout}");
 }

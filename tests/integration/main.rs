@@ -4,10 +4,10 @@
 mod support;
 
 mod delivery;
+mod demo;
 mod errors;
 mod filtering;
 mod recovery;
 mod restart;
 mod server_settings;
 mod types;
-mod demo;

@@ -65,10 +65,7 @@ async fn start_earliest_publishes_events_committed_before_the_first_start() {
     let toml = env
         .config_toml(None)
         .replace("start = \"latest\"", "start = \"earliest\"");
-    let config = env.write_config("c.toml", &toml);
-    let connector = InProcess::start(
-        binlog_outbox::config::Config::load_with_env(&config, std::iter::empty()).unwrap(),
-    );
+    let connector = InProcess::start(env.config_from(&toml));
     env.wait_for_count(30, Duration::from_secs(30)).await;
     connector.stop().await.expect("clean shutdown");
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
@@ -89,10 +86,7 @@ async fn start_at_an_explicit_position_skips_what_came_before_it() {
     let toml = env
         .config_toml(None)
         .replace("start = \"latest\"", &format!("start = \"{from}\""));
-    let config = env.write_config("c.toml", &toml);
-    let connector = InProcess::start(
-        binlog_outbox::config::Config::load_with_env(&config, std::iter::empty()).unwrap(),
-    );
+    let connector = InProcess::start(env.config_from(&toml));
     env.wait_for_count(10, Duration::from_secs(30)).await;
     connector.stop().await.expect("clean shutdown");
     assert_exactly_once_in_order(&env.stored_messages().await, &e[10..]);

@@ -21,15 +21,18 @@ pub use servers::{MariaDb, Nats};
 /// Password of the least-privilege connector user created in every test database.
 pub const CDC_PASSWORD: &str = "cdc-secret";
 
-/// The default outbox table used by most tests (MariaDB flavour of schemas/).
-pub const OUTBOX_DDL: &str = "CREATE TABLE outbox (
-    id BINARY(16) NOT NULL PRIMARY KEY,
-    aggregatetype VARCHAR(255) NOT NULL,
-    aggregateid VARCHAR(255) NOT NULL,
-    type VARCHAR(255) NOT NULL,
-    payload JSON NOT NULL,
-    created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-) ENGINE=InnoDB";
+/// The shipped MariaDB outbox DDL (schemas/mariadb-outbox.sql), so tests prove it works.
+const SHIPPED_SCHEMA: &str = include_str!("../../../schemas/mariadb-outbox.sql");
+
+/// The `CREATE TABLE` statement of the shipped schema, for the test's own database.
+pub fn outbox_ddl() -> String {
+    let start = SHIPPED_SCHEMA
+        .find("CREATE TABLE")
+        .expect("schema has CREATE TABLE");
+    const END: &str = "ENGINE = InnoDB";
+    let len = SHIPPED_SCHEMA[start..].find(END).expect("statement ends") + END.len();
+    SHIPPED_SCHEMA[start..start + len].replace("shop.outbox", "outbox")
+}
 
 /// One test's servers, database, stream and scratch directory.
 pub struct TestEnv {
@@ -60,7 +63,7 @@ impl TestEnv {
             stream: format!("OUTBOX_{}", schema.to_uppercase()),
         };
         env.exec_root(&format!("CREATE DATABASE {schema}")).await;
-        env.exec(OUTBOX_DDL).await;
+        env.exec(&outbox_ddl()).await;
         env.exec_root(&format!(
             "CREATE USER cdc@'%' IDENTIFIED BY '{CDC_PASSWORD}';
              GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO cdc@'%';
@@ -127,7 +130,12 @@ impl TestEnv {
     }
 
     pub fn config(&self, outbox: Option<&str>) -> Config {
-        let path = self.write_config("connector.toml", &self.config_toml(outbox));
+        self.config_from(&self.config_toml(outbox))
+    }
+
+    /// Writes `toml` as the connector config and loads it.
+    pub fn config_from(&self, toml: &str) -> Config {
+        let path = self.write_config("connector.toml", toml);
         Config::load_with_env(&path, std::iter::empty()).expect("test config is valid")
     }
 
