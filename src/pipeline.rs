@@ -115,6 +115,9 @@ pub async fn check(config: &Config) -> Vec<Check> {
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     let prepared = prepare(&config)?;
+    // Held until `run` returns: a second connector on the same checkpoint fails right here.
+    let store: Arc<dyn CheckpointStore> =
+        Arc::new(FileCheckpointStore::lock(&config.checkpoint.path)?);
     let (checks, facts) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
     for c in &checks {
         match c.status {
@@ -140,8 +143,6 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
     let publisher = Publisher::connect(&config.nats).await?;
     publisher.ensure_stream(&prepared.filters).await?;
 
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(FileCheckpointStore::new(&config.checkpoint.path));
     let mut acked = match store.load()? {
         Some(cp) => {
             info!(position = %cp.position, "resuming from checkpoint");
@@ -158,10 +159,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         }
     };
 
+    if facts.is_mariadb && acked.gtid.is_none() {
+        // Record the GTID position too, so that later restarts can resume by GTID (and follow
+        // a promoted replica).
+        acked.gtid = source::gtid_position_at(&prepared.endpoint, &acked.position).await?;
+        if acked.gtid.is_some() {
+            store.save(&acked)?;
+        }
+    }
+
     let settings = SourceSettings {
         endpoint: prepared.endpoint.clone(),
         server_id: config.source.server_id,
         tables: prepared.tables.clone(),
+        is_mariadb: facts.is_mariadb,
         heartbeat: Duration::from_millis(config.source.heartbeat_ms),
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
@@ -224,12 +235,11 @@ async fn run_stages(
     let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
     let (acked_tx, acked_rx) = watch::channel(Some(acked.clone()));
 
-    let source = BinlogSource::new(settings.clone(), acked.position.clone());
+    let source = BinlogSource::new(settings.clone(), &acked);
     let source_task = tracker.spawn({
         let stages = stages.clone();
-        let start = acked.position.clone();
         async move {
-            let result = source.run(start, tx, stages.clone()).await;
+            let result = source.run(tx, stages.clone()).await;
             if result.is_err() {
                 stages.cancel();
             }

@@ -155,6 +155,76 @@ impl<'de> Deserialize<'de> for MariadbGtid {
     }
 }
 
+/// A MariaDB GTID position: the last GTID of each replication domain, as in
+/// `@@gtid_binlog_pos` or `@slave_connect_state` (`0-1-100,1-2-7`). Domains are kept sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MariadbGtidList(Vec<MariadbGtid>);
+
+impl MariadbGtidList {
+    /// Records `gtid` as the newest of its domain.
+    pub fn apply(&mut self, gtid: MariadbGtid) {
+        match self
+            .0
+            .binary_search_by_key(&gtid.domain_id, |g| g.domain_id)
+        {
+            Ok(i) => self.0[i] = gtid,
+            Err(i) => self.0.insert(i, gtid),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &MariadbGtid> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for MariadbGtidList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, g) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            g.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for MariadbGtidList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut list = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let gtid: MariadbGtid = part.parse()?;
+            if list.0.iter().any(|g| g.domain_id == gtid.domain_id) {
+                return Err(format!(
+                    "GTID position {s:?} names domain {} twice",
+                    gtid.domain_id
+                ));
+            }
+            list.apply(gtid);
+        }
+        Ok(list)
+    }
+}
+
+impl Serialize for MariadbGtidList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MariadbGtidList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +257,23 @@ mod tests {
             let err = bad.parse::<BinlogPosition>().unwrap_err();
             assert!(err.to_string().contains("expected FILE:POS"), "{err}");
         }
+    }
+
+    #[test]
+    fn gtid_list_keeps_the_newest_gtid_per_domain_sorted_and_round_trips() {
+        let mut list: MariadbGtidList = "1-2-7,0-1-100".parse().unwrap();
+        assert_eq!(list.to_string(), "0-1-100,1-2-7");
+        list.apply("0-3-101".parse().unwrap());
+        list.apply("5-1-1".parse().unwrap());
+        assert_eq!(list.to_string(), "0-3-101,1-2-7,5-1-1");
+        let json = serde_json::to_string(&list).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MariadbGtidList>(&json).unwrap(),
+            list
+        );
+        assert!("".parse::<MariadbGtidList>().unwrap().is_empty());
+        assert!("0-1-1,0-2-2".parse::<MariadbGtidList>().is_err());
+        assert!("0-1".parse::<MariadbGtidList>().is_err());
     }
 
     #[test]

@@ -10,14 +10,49 @@ use std::path::{Path, PathBuf};
 
 use super::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileCheckpointStore {
     path: PathBuf,
+    /// Held for the store's lifetime when opened with [`FileCheckpointStore::lock`].
+    _lock: Option<File>,
 }
 
 impl FileCheckpointStore {
+    /// A store for reading and writing `path`, without taking the instance lock.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            _lock: None,
+        }
+    }
+
+    /// Opens the store and takes an exclusive lock (`<path>.lock`) for as long as it lives, so
+    /// that two connectors can never share one checkpoint. The OS releases the lock when the
+    /// process dies, however it dies.
+    pub fn lock(path: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let mut store = Self::new(path);
+        fs::create_dir_all(store.dir()).map_err(store.io("create the directory of"))?;
+        let mut lock_name = store.path.clone().into_os_string();
+        lock_name.push(".lock");
+        let lock_path = PathBuf::from(lock_name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(store.io("create the lock file of"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(CheckpointError::Locked {
+                    path: store.path.clone(),
+                    lock: lock_path,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(store.io("lock")(e)),
+        }
+        store._lock = Some(file);
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -99,7 +134,7 @@ impl CheckpointStore for FileCheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::position::{BinlogPosition, MariadbGtid};
+    use crate::position::{BinlogPosition, MariadbGtidList};
 
     #[test]
     fn missing_file_means_no_checkpoint() {
@@ -114,7 +149,7 @@ mod tests {
         let store = FileCheckpointStore::new(dir.path().join("sub/dir/cp.json"));
         let cp = Checkpoint::new(
             BinlogPosition::new("bin.000003", 777),
-            Some("0-1-9".parse::<MariadbGtid>().unwrap()),
+            Some("0-1-9,2-5-3".parse::<MariadbGtidList>().unwrap()),
         );
         store.save(&cp).unwrap();
         assert_eq!(store.load().unwrap(), Some(cp.clone()));
@@ -123,6 +158,18 @@ mod tests {
         assert_eq!(store.load().unwrap(), Some(cp2));
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("sub/dir")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp file must be renamed away");
+    }
+
+    #[test]
+    fn a_second_instance_cannot_take_the_same_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let first = FileCheckpointStore::lock(&path).unwrap();
+        let err = FileCheckpointStore::lock(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another binlog-outbox"), "{err}");
+        drop(first);
+        FileCheckpointStore::lock(&path).expect("lock is released with the store");
     }
 
     #[test]

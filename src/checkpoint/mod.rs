@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::position::{BinlogPosition, MariadbGtid};
+use crate::position::{BinlogPosition, MariadbGtidList};
 
 /// The on-disk format version this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -26,13 +26,15 @@ pub struct Checkpoint {
     pub version: u32,
     /// Resume reading here.
     pub position: BinlogPosition,
-    /// GTID of the last acknowledged transaction, when the server sends GTIDs.
+    /// MariaDB GTID position at `position` (the last GTID of each domain), when known. The
+    /// connector resumes by GTID when it has one, so it can follow a promoted replica whose
+    /// binlog file names differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gtid: Option<MariadbGtid>,
+    pub gtid: Option<MariadbGtidList>,
 }
 
 impl Checkpoint {
-    pub fn new(position: BinlogPosition, gtid: Option<MariadbGtid>) -> Self {
+    pub fn new(position: BinlogPosition, gtid: Option<MariadbGtidList>) -> Self {
         Self {
             version: CHECKPOINT_VERSION,
             position,
@@ -55,6 +57,10 @@ pub enum CheckpointError {
         "checkpoint file {path} is corrupt ({reason}); restore it from a backup, or delete it to start from source.start (events may then be skipped or repeated)"
     )]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint file {path} is in use by another binlog-outbox process (lock {lock}); two connectors must never share a checkpoint"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
     #[error(
         "checkpoint file {path} has format version {found}, this build reads version {CHECKPOINT_VERSION}"
     )]

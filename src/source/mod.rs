@@ -31,9 +31,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{SourceError, mysql_codes};
 use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
-use crate::position::{BinlogPosition, MariadbGtid};
+use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList};
 use decode::ColumnDecoder;
 
 /// MariaDB's GTID event type, unknown to mysql_async.
@@ -53,7 +54,7 @@ pub enum SourceMessage {
     /// `position`.
     TransactionEnd {
         position: BinlogPosition,
-        gtid: Option<MariadbGtid>,
+        gtid: Option<MariadbGtidList>,
     },
 }
 
@@ -63,6 +64,8 @@ pub struct SourceSettings {
     pub endpoint: Endpoint,
     pub server_id: u32,
     pub tables: Vec<Arc<OutboxTable>>,
+    /// The source is MariaDB (GTID resume uses MariaDB's protocol).
+    pub is_mariadb: bool,
     /// Heartbeat period requested from the server while the binlog is idle.
     pub heartbeat: Duration,
 }
@@ -81,29 +84,31 @@ pub struct BinlogSource {
     file: String,
     in_transaction: bool,
     events_in_transaction: usize,
-    gtid: Option<MariadbGtid>,
+    /// MariaDB GTID position after the last GTID event read.
+    gtid: MariadbGtidList,
     last_progress: Instant,
     /// A FORMAT_DESCRIPTION event has been read on this connection (so mysql_async knows
     /// whether events carry checksums).
     seen_format_description: bool,
-    /// The position this connection asked for.
-    requested: Option<BinlogPosition>,
+    /// Where this connection starts reading.
+    start: Checkpoint,
 }
 
 impl BinlogSource {
-    pub fn new(settings: SourceSettings, start: BinlogPosition) -> Self {
+    pub fn new(settings: SourceSettings, start: &Checkpoint) -> Self {
+        let start = start.clone();
         let schema = schema::ColumnNames::new(settings.endpoint.clone());
         Self {
             settings,
             tables_by_id: HashMap::new(),
             schema,
-            file: start.file,
+            file: start.position.file.clone(),
             in_transaction: false,
             events_in_transaction: 0,
-            gtid: None,
+            gtid: start.gtid.clone().unwrap_or_default(),
             last_progress: Instant::now(),
             seen_format_description: false,
-            requested: None,
+            start,
         }
     }
 
@@ -111,12 +116,10 @@ impl BinlogSource {
     /// `Ok` as well when the receiver is gone.
     pub async fn run(
         mut self,
-        start: BinlogPosition,
         tx: mpsc::Sender<SourceMessage>,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut stream = self.open_stream(&start).await?;
-        info!(position = %start, "reading binlog");
+        let mut stream = self.open_stream().await?;
         let silent_limit = self.settings.heartbeat * SILENT_HEARTBEATS;
         loop {
             // Priority: shutdown first, then the next binlog event.
@@ -152,21 +155,46 @@ impl BinlogSource {
         Ok(())
     }
 
-    async fn open_stream(&mut self, start: &BinlogPosition) -> Result<BinlogStream, SourceError> {
-        self.requested = Some(start.clone());
+    /// The GTID position to resume from, when resuming by GTID (MariaDB with a known,
+    /// non-empty GTID position). Resuming by GTID works on any server of the replication
+    /// topology, whatever its binlog file names.
+    fn resume_gtid(&self) -> Option<&MariadbGtidList> {
+        self.start
+            .gtid
+            .as_ref()
+            .filter(|g| self.settings.is_mariadb && !g.is_empty())
+    }
+
+    async fn open_stream(&mut self) -> Result<BinlogStream, SourceError> {
         let mut conn = self.settings.endpoint.connect().await?;
         let heartbeat_ns = self.settings.heartbeat.as_nanos() as u64;
-        for query in [
+        let mut queries = vec![
             format!("SET @master_heartbeat_period = {heartbeat_ns}"),
             format!("SET @mariadb_slave_capability = {MARIADB_CAPABILITY_GTID}"),
-        ] {
+        ];
+        // The GTID list is rendered from parsed numbers, so it is safe inside the quotes.
+        if let Some(gtid) = self.resume_gtid() {
+            queries.push(format!("SET @slave_connect_state = '{gtid}'"));
+        }
+        for query in queries {
             conn.query_drop(query)
                 .await
                 .map_err(|e| SourceError::from_mysql("SET replica session variables", e))?;
         }
-        let request = BinlogStreamRequest::new(self.settings.server_id)
-            .with_filename(start.file.as_bytes())
-            .with_pos(start.pos);
+        let by_gtid = self.resume_gtid().is_some();
+        let position = &self.start.position;
+        info!(position = %position, gtid = ?self.start.gtid.as_ref().map(ToString::to_string), by_gtid, "reading binlog");
+        let request = BinlogStreamRequest::new(self.settings.server_id);
+        let request = if by_gtid {
+            // An empty file name makes MariaDB start from @slave_connect_state.
+            request
+                .with_filename(b"")
+                .with_pos(crate::position::BINLOG_START_OFFSET)
+        } else {
+            request
+                .with_filename(position.file.as_bytes())
+                .with_pos(position.pos)
+        };
         conn.get_binlog_stream(request)
             .await
             .map_err(|e| self.classify_stream_error(e))
@@ -188,9 +216,10 @@ impl BinlogSource {
     /// The position to name in an error: where reading started on this connection, or the
     /// current file once events have been read.
     fn position_hint(&self) -> String {
-        match &self.requested {
-            Some(p) if !self.seen_format_description => p.to_string(),
-            _ => format!("{} (file being read)", self.file),
+        match self.resume_gtid() {
+            _ if self.seen_format_description => format!("{} (file being read)", self.file),
+            Some(gtid) => format!("{} (GTID {gtid})", self.start.position),
+            None => self.start.position.to_string(),
         }
     }
 
@@ -211,7 +240,7 @@ impl BinlogSource {
                 .ok_or_else(|| {
                 SourceError::Protocol(format!("short MariaDB GTID event at {end}"))
             })?;
-            self.gtid = Some(gtid);
+            self.gtid.apply(gtid);
             self.in_transaction = flags & MariadbGtid::FLAG_STANDALONE == 0;
             self.events_in_transaction = 0;
             return Ok(Vec::new());
@@ -276,7 +305,7 @@ impl BinlogSource {
         self.last_progress = Instant::now();
         SourceMessage::TransactionEnd {
             position,
-            gtid: self.gtid,
+            gtid: (!self.gtid.is_empty()).then(|| self.gtid.clone()),
         }
     }
 
@@ -436,6 +465,30 @@ impl Endpoint {
             Ok(Ok(conn)) => Ok(conn),
         }
     }
+}
+
+/// MariaDB's GTID position at a binlog position (`BINLOG_GTID_POS`), `None` when the server
+/// cannot tell (position unknown to it) or has no GTIDs yet.
+pub async fn gtid_position_at(
+    endpoint: &Endpoint,
+    position: &BinlogPosition,
+) -> Result<Option<MariadbGtidList>, SourceError> {
+    let mut conn = endpoint.connect().await?;
+    let gtid: Option<Option<String>> = conn
+        .exec_first(
+            "SELECT BINLOG_GTID_POS(?, ?)",
+            (&position.file, position.pos),
+        )
+        .await
+        .map_err(|e| SourceError::from_mysql("SELECT BINLOG_GTID_POS", e))?;
+    let _ = conn.disconnect().await;
+    let Some(text) = gtid.flatten() else {
+        return Ok(None);
+    };
+    let list: MariadbGtidList = text
+        .parse()
+        .map_err(|e| SourceError::Protocol(format!("BINLOG_GTID_POS returned {text:?}: {e}")))?;
+    Ok((!list.is_empty()).then_some(list))
 }
 
 /// Resolves `latest` (the server's current end of binlog) or `earliest` (first binlog file).

@@ -7,6 +7,7 @@ mod delivery;
 mod demo;
 mod errors;
 mod filtering;
+mod gtid;
 mod recovery;
 mod restart;
 mod server_settings;

@@ -112,3 +112,22 @@ async fn wait_until_checkpoint(env: &TestEnv, target: &binlog_outbox::position::
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connector_on_the_same_checkpoint_refuses_to_start() {
+    let env = TestEnv::start("second_instance").await;
+    let first = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let msg = InProcess::start(env.config(None))
+        .join(Duration::from_secs(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("in use by another binlog-outbox"), "{msg}");
+    // The first one is unaffected.
+    let e = events(1, 5, 1);
+    insert_tx(&mut env.conn().await, &e, true).await;
+    env.wait_for_count(5, Duration::from_secs(30)).await;
+    first.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
