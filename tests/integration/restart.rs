@@ -24,10 +24,10 @@ async fn killing_the_connector_mid_stream_loses_nothing_and_stores_nothing_twice
             while !rest.is_empty() {
                 let size = (1 + (i * 7) % 20).min(rest.len());
                 let (tx, tail) = rest.split_at(size);
-                insert_tx(&mut conn, tx, i % 3 == 0).await;
+                insert_tx(&mut conn, tx, i.is_multiple_of(3)).await;
                 rest = tail;
                 i += 1;
-                if i % 25 == 0 {
+                if i.is_multiple_of(25) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }

@@ -370,7 +370,7 @@ pub fn events(first_n: u64, count: u64, aggregates: u64) -> Vec<TestEvent> {
     (first_n..first_n + count)
         .map(|n| {
             let agg = n % aggregates;
-            let (aggregate_type, event_type) = if agg % 2 == 0 {
+            let (aggregate_type, event_type) = if agg.is_multiple_of(2) {
                 ("User", "UserCreated")
             } else {
                 ("Order", "OrderPlaced")
