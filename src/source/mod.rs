@@ -332,14 +332,7 @@ impl BinlogSource {
             self.tables_by_id.insert(tme.table_id(), None);
             return Ok(());
         };
-        let names = match schema::names_from_table_map(tme) {
-            Some(names) => names,
-            None => {
-                self.schema
-                    .fetch(&schema, &table_name, tme.columns_count())
-                    .await?
-            }
-        };
+        let names = self.schema.for_table_map(tme).await?;
         let resolved = table.resolve(&names)?;
         let decoders = ColumnDecoder::for_table(tme, &names);
         self.tables_by_id.insert(

@@ -162,7 +162,7 @@ async fn server_settings(conn: &mut Conn) -> Result<Settings, SourceError> {
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
              'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress', \
-             'server_id')",
+             'server_id', 'expire_logs_days', 'binlog_expire_logs_seconds')",
         )
         .await
         .map_err(|e| SourceError::from_mysql("SHOW GLOBAL VARIABLES", e))?;
@@ -218,6 +218,7 @@ fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
             )
         },
     );
+    checks.push(retention_check(s));
     if is_mariadb {
         let compress = s.get("log_bin_compress");
         checks.push(if compress.eq_ignore_ascii_case("ON") {
@@ -229,6 +230,36 @@ fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
         } else {
             Check::pass("log_bin_compress", "OFF")
         });
+    }
+}
+
+/// Binlogs purged sooner than this make an outage of the connector (a weekend) unrecoverable.
+const SHORT_RETENTION_SECS: f64 = 86_400.0;
+
+fn retention_check(s: &Settings) -> Check {
+    const NAME: &str = "binlog retention";
+    let seconds: f64 = s.get("binlog_expire_logs_seconds").parse().unwrap_or(0.0);
+    let days: f64 = s.get("expire_logs_days").parse().unwrap_or(0.0);
+    let retention = if seconds > 0.0 {
+        seconds
+    } else {
+        days * 86_400.0
+    };
+    if retention <= 0.0 {
+        Check::pass(NAME, "binlogs are kept until purged explicitly")
+    } else if retention < SHORT_RETENTION_SECS {
+        Check::warn(
+            NAME,
+            format!(
+                "binlogs are purged after {retention:.0} s: a connector stopped longer than that cannot resume"
+            ),
+            "keep binlogs for at least a few days (binlog_expire_logs_seconds / expire_logs_days)",
+        )
+    } else {
+        Check::pass(
+            NAME,
+            format!("binlogs kept for {:.1} days", retention / 86_400.0),
+        )
     }
 }
 

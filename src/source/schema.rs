@@ -3,7 +3,9 @@
 //! With `binlog_row_metadata=FULL` every TABLE_MAP carries its table's column names, which is
 //! always right, even across ALTER TABLE. Without them the names come from
 //! `information_schema.COLUMNS`, which reflects the table *now*, not when the row was written;
-//! that fallback is logged as a warning once per table.
+//! that fallback is logged as a warning once per table. A table map without names after one
+//! with names (the setting was lowered while running) is an error: silently switching to the
+//! fallback could map columns wrongly.
 
 use std::collections::HashSet;
 
@@ -31,10 +33,12 @@ pub fn names_from_table_map(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
     None
 }
 
-/// Looks up column names in `information_schema` when table maps lack them.
+/// Column names for outbox table maps: from the table map, else from `information_schema`.
 pub struct ColumnNames {
     endpoint: Endpoint,
     warned: HashSet<String>,
+    /// Tables whose table maps carried names.
+    named: HashSet<String>,
 }
 
 impl ColumnNames {
@@ -42,10 +46,32 @@ impl ColumnNames {
         Self {
             endpoint,
             warned: HashSet::new(),
+            named: HashSet::new(),
         }
     }
 
-    pub async fn fetch(
+    /// The column names of the table a table map describes.
+    pub async fn for_table_map(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+    ) -> Result<Vec<String>, SourceError> {
+        let qualified = format!("{}.{}", tme.database_name(), tme.table_name());
+        if let Some(names) = names_from_table_map(tme) {
+            self.named.insert(qualified);
+            return Ok(names);
+        }
+        if self.named.contains(&qualified) {
+            return Err(SourceError::Protocol(format!(
+                "a table map of {qualified} has no column names although earlier ones had: \
+                 binlog_row_metadata was lowered from FULL; set it back to FULL (SET GLOBAL \
+                 binlog_row_metadata = 'FULL') and restart"
+            )));
+        }
+        self.fetch(&tme.database_name(), &tme.table_name(), tme.columns_count())
+            .await
+    }
+
+    async fn fetch(
         &mut self,
         schema: &str,
         table: &str,

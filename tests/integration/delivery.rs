@@ -23,6 +23,10 @@ async fn every_committed_insert_is_published_once_with_subject_body_headers_in_c
         insert_tx(&mut conn, tx, round % 2 == 0).await;
         rest = tail;
         round += 1;
+        // Rotate the binlog mid-stream now and then.
+        if round.is_multiple_of(10) {
+            env.exec_root("FLUSH BINARY LOGS").await;
+        }
     }
 
     env.wait_for_count(all.len() as u64, Duration::from_secs(60))

@@ -8,6 +8,8 @@ mod demo;
 mod errors;
 mod filtering;
 mod gtid;
+mod large;
+mod privileges;
 mod recovery;
 mod restart;
 mod server_settings;

@@ -91,3 +91,74 @@ async fn start_at_an_explicit_position_skips_what_came_before_it() {
     connector.stop().await.expect("clean shutdown");
     assert_exactly_once_in_order(&env.stored_messages().await, &e[10..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_binlogs_are_purged_sooner_than_a_day() {
+    let env = TestEnv::start_with("retention", &["--binlog-expire-logs-seconds=3600"]).await;
+    let config = env.write_config("c.toml", &env.config_toml(None));
+    let (code, out, err) = run_binary(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "a warning does not fail the check: {out}{err}");
+    assert!(
+        out.contains("[WARN] binlog retention") && out.contains("3600 s"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_map_without_column_names_after_ones_with_names_is_an_error_not_a_guess() {
+    let env = TestEnv::start("names_dropped").await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 10, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..5], true).await;
+    env.wait_for_count(5, Duration::from_secs(30)).await;
+    let before = master_position(&env).await;
+    env.exec_root("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+        .await;
+    // A new session picks up the new setting.
+    insert_tx(&mut env.conn().await, &e[5..], true).await;
+    let msg = connector
+        .join(Duration::from_secs(30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no column names") && msg.contains("names_dropped.outbox"),
+        "{msg}"
+    );
+    assert_eq!(checkpoint_position(&env.checkpoint_path()), before);
+    assert_eq!(env.message_count().await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_outbox_still_advances_the_checkpoint_past_other_tables_writes() {
+    let env = TestEnv::start("idle_progress").await;
+    env.exec("CREATE TABLE other (id INT PRIMARY KEY)").await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let start = checkpoint_position(&env.checkpoint_path());
+    let mut conn = env.conn().await;
+    let began = std::time::Instant::now();
+    let mut i = 0;
+    // Other tables keep the binlog busy; the outbox gets nothing.
+    loop {
+        mysql_async::prelude::Queryable::query_drop(
+            &mut conn,
+            format!("INSERT INTO other VALUES ({i})"),
+        )
+        .await
+        .unwrap();
+        i += 1;
+        if checkpoint_position(&env.checkpoint_path()) > start {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "checkpoint stuck at {start}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    connector.stop().await.expect("clean shutdown");
+    assert_eq!(env.message_count().await, 0);
+}

@@ -282,6 +282,17 @@ impl Binary {
         Self { child }
     }
 
+    /// Peak resident set size so far (VmHWM), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM in status");
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
     /// kill -9: no shutdown sequence at all.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
