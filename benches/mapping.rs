@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
             ..ColumnMapping::default()
         },
         headers: Default::default(),
+        stream: None,
     };
     let table = Arc::new(OutboxTable::from_config(&config).unwrap());
     let columns: Vec<String> = [

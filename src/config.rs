@@ -128,6 +128,9 @@ pub struct OutboxTableConfig {
     /// Extra message headers: header name → column name.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Stream for this table's events; `nats.stream` when unset.
+    #[serde(default)]
+    pub stream: Option<String>,
 }
 
 impl OutboxTableConfig {
@@ -354,12 +357,13 @@ impl Config {
                 }
             }
         }
-        let stream = &self.nats.stream;
-        if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
-            problems.push(format!(
-                "nats.stream: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
-            ));
+        check_stream_name("nats.stream", &self.nats.stream, &mut problems);
+        for (i, table) in self.outbox.iter().enumerate() {
+            if let Some(stream) = &table.stream {
+                check_stream_name(&format!("outbox[{i}].stream"), stream, &mut problems);
+            }
         }
+        problems.extend(self.overlapping_streams());
         if !(1..=MAX_ACK_WINDOW).contains(&self.nats.ack_window) {
             problems.push(format!(
                 "nats.ack_window: must be between 1 and {MAX_ACK_WINDOW}, got {}",
@@ -380,6 +384,46 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+impl Config {
+    /// The stream each table publishes to.
+    pub fn stream_of<'a>(&'a self, table: &'a OutboxTableConfig) -> &'a str {
+        table.stream.as_deref().unwrap_or(&self.nats.stream)
+    }
+
+    /// Tables of different streams whose subjects overlap: JetStream routes by subject, so one
+    /// subject cannot belong to two streams.
+    fn overlapping_streams(&self) -> Vec<String> {
+        let filters: Vec<(usize, &str, String)> = self
+            .outbox
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let filter = SubjectTemplate::parse(&t.subject).ok()?.filter();
+                Some((i, self.stream_of(t), filter))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (n, (i, stream_a, a)) in filters.iter().enumerate() {
+            for (j, stream_b, b) in &filters[n + 1..] {
+                if stream_a != stream_b && crate::route::subjects_overlap(a, b) {
+                    problems.push(format!(
+                        "outbox[{j}].subject: {b:?} (stream {stream_b}) overlaps outbox[{i}] {a:?} (stream {stream_a}); tables in different streams need disjoint subjects"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn check_stream_name(path: &str, stream: &str, problems: &mut Vec<String>) {
+    if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+        problems.push(format!(
+            "{path}: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
+        ));
     }
 }
 
@@ -517,6 +561,27 @@ mod tests {
             }
         }
         assert!(seen > 0, "no example configs in {dir}");
+    }
+
+    #[test]
+    fn tables_in_different_streams_need_disjoint_subjects() {
+        let two = |subject_b: &str| {
+            MINIMAL.replace(
+                "[[outbox]]\n        table = \"shop.outbox\"",
+                &format!(
+                    "[[outbox]]\ntable = \"shop.outbox\"\nsubject = \"shop.{{aggregatetype}}\"\n\
+                     [[outbox]]\ntable = \"billing.events\"\nstream = \"BILLING\"\nsubject = \"{subject_b}\"\n"
+                ),
+            )
+        };
+        let c = load(&two("billing.{type}"), &[]).unwrap();
+        assert_eq!(c.stream_of(&c.outbox[1]), "BILLING");
+        assert_eq!(c.stream_of(&c.outbox[0]), "OUTBOX");
+        let err = load(&two("shop.{type}"), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("outbox[1].subject") && err.contains("overlaps"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -271,6 +271,7 @@ mod tests {
                 .iter()
                 .map(|(h, c)| (h.to_string(), c.to_string()))
                 .collect(),
+            stream: None,
         };
         Arc::new(OutboxTable::from_config(&config).unwrap())
     }

@@ -13,6 +13,7 @@
 //! and waits for acks in flight (bounded by `shutdown.timeout_ms`); the checkpoint writer saves
 //! the last acknowledged position; the NATS connection is drained.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +40,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 struct Prepared {
     tables: Vec<Arc<OutboxTable>>,
     endpoint: source::Endpoint,
-    filters: Vec<String>,
+    /// Each stream with the subject filters of the tables that publish to it.
+    streams: BTreeMap<String, Vec<String>>,
 }
 
 fn prepare(config: &Config) -> Result<Prepared, Error> {
@@ -59,16 +61,23 @@ fn prepare(config: &Config) -> Result<Prepared, Error> {
         .conn_ttl(None)
         .wait_timeout(None)
         .into();
-    let mut filters: Vec<String> = tables.iter().map(|t| t.subject.filter()).collect();
-    filters.sort();
-    filters.dedup();
+    let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (table, table_config) in tables.iter().zip(&config.outbox) {
+        let filters = streams
+            .entry(config.stream_of(table_config).to_owned())
+            .or_default();
+        let filter = table.subject.filter();
+        if !filters.contains(&filter) {
+            filters.push(filter);
+        }
+    }
     Ok(Prepared {
         tables,
         endpoint: source::Endpoint {
             opts,
             connect_timeout: Duration::from_millis(config.source.connect_timeout_ms),
         },
-        filters,
+        streams,
     })
 }
 
@@ -88,7 +97,9 @@ pub async fn check(config: &Config) -> Vec<Check> {
     match Publisher::connect(&config.nats).await {
         Ok(publisher) => {
             checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
-            checks.push(publisher.check_stream(&prepared.filters).await);
+            for (stream, filters) in &prepared.streams {
+                checks.push(publisher.check_stream(stream, filters).await);
+            }
             publisher.drain().await;
         }
         Err(e) => checks.push(Check::fail(
@@ -141,7 +152,9 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
 
     info!(server = %facts.version, mariadb = facts.is_mariadb, "source server");
     let publisher = Publisher::connect(&config.nats).await?;
-    publisher.ensure_stream(&prepared.filters).await?;
+    for (stream, filters) in &prepared.streams {
+        publisher.ensure_stream(stream, filters).await?;
+    }
 
     let mut acked = match store.load()? {
         Some(cp) => {

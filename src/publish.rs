@@ -98,10 +98,10 @@ impl Publisher {
         self.client.server_info().max_payload
     }
 
-    /// Creates the stream if missing (when `create_stream`), or verifies that it covers every
-    /// subject filter in `filters`.
-    pub async fn ensure_stream(&self, filters: &[String]) -> Result<(), PublishError> {
-        let name = &self.config.stream;
+    /// Creates stream `name` if missing (when `create_stream`), or verifies that it covers
+    /// every subject filter in `filters`.
+    pub async fn ensure_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
+        let name = &name.to_owned();
         let stream_err = |reason: String| PublishError::Stream {
             stream: name.clone(),
             reason,
@@ -162,9 +162,9 @@ impl Publisher {
     }
 
     /// Preflight view of [`Publisher::ensure_stream`] that changes nothing.
-    pub async fn check_stream(&self, filters: &[String]) -> Check {
-        let name = format!("stream {}", self.config.stream);
-        match self.js.get_stream(&self.config.stream).await {
+    pub async fn check_stream(&self, stream: &str, filters: &[String]) -> Check {
+        let name = format!("stream {stream}");
+        match self.js.get_stream(stream).await {
             Ok(mut stream) => match stream.info().await {
                 Ok(info) => {
                     let uncovered = uncovered_filters(&info.config.subjects, filters);

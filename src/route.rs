@@ -244,6 +244,21 @@ pub fn subject_covers(pattern: &str, filter: &str) -> bool {
     }
 }
 
+/// Whether some subject matches both filters (JetStream refuses streams whose subjects
+/// overlap).
+pub fn subjects_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +313,16 @@ mod tests {
                 "{bad} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn overlap_follows_nats_wildcard_rules() {
+        assert!(subjects_overlap("a.*", "a.b"));
+        assert!(subjects_overlap("a.>", "a.b.c"));
+        assert!(subjects_overlap("*.b", "a.*"));
+        assert!(!subjects_overlap("shop.*", "billing.*"));
+        assert!(!subjects_overlap("a.*", "a.b.c"));
+        assert!(!subjects_overlap("a.b", "a.c"));
     }
 
     #[test]

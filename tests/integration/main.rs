@@ -9,6 +9,7 @@ mod errors;
 mod filtering;
 mod gtid;
 mod large;
+mod multi_table;
 mod privileges;
 mod recovery;
 mod restart;

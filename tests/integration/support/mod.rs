@@ -148,8 +148,13 @@ impl TestEnv {
 
     /// Every message currently in the test stream, in stream order.
     pub async fn stored_messages(&self) -> Vec<StoredMessage> {
+        self.stored_messages_in(&self.stream).await
+    }
+
+    /// Every message currently in `stream`, in stream order.
+    pub async fn stored_messages_in(&self, stream: &str) -> Vec<StoredMessage> {
         let js = self.jetstream().await;
-        let Ok(mut stream) = js.get_stream(&self.stream).await else {
+        let Ok(mut stream) = js.get_stream(stream).await else {
             return Vec::new();
         };
         let info = stream.info().await.unwrap().clone();
