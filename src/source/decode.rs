@@ -26,6 +26,8 @@ pub struct ColumnDecoder {
     column_type: ColumnType,
     /// Declared length of a BINARY(N) column, for restoring stripped zero padding.
     binary_len: Option<usize>,
+    /// ENUM or SET member names, when the server sent them (`binlog_row_metadata=FULL`).
+    members: Option<Vec<String>>,
 }
 
 /// A column value could not be decoded.
@@ -39,6 +41,7 @@ pub struct DecodeError {
 impl ColumnDecoder {
     /// Decoders for every column of a table map, named by `names` (same order).
     pub fn for_table(tme: &TableMapEvent<'_>, names: &[String]) -> Vec<ColumnDecoder> {
+        let (mut enums, mut sets) = member_names(tme);
         (0..tme.columns_count() as usize)
             .map(|i| {
                 let column_type = tme
@@ -50,10 +53,16 @@ impl ColumnDecoder {
                     .then(|| tme.get_column_metadata(i))
                     .flatten()
                     .and_then(|m| (m.len() >= 2).then(|| string_field_length(m[0], m[1])));
+                let members = match column_type {
+                    ColumnType::MYSQL_TYPE_ENUM => enums.next(),
+                    ColumnType::MYSQL_TYPE_SET => sets.next(),
+                    _ => None,
+                };
                 ColumnDecoder {
                     name: names.get(i).cloned().unwrap_or_else(|| format!("@{i}")),
                     column_type,
                     binary_len,
+                    members,
                 }
             })
             .collect()
@@ -79,6 +88,20 @@ impl ColumnDecoder {
         };
         Ok(match value {
             Value::NULL => Cell::Null,
+            Value::Int(i) if self.column_type == ColumnType::MYSQL_TYPE_ENUM => {
+                match (&self.members, usize::try_from(i)) {
+                    // Index 0 is the "invalid value" member, stored as ''.
+                    (Some(_), Ok(0)) => Cell::Text(String::new()),
+                    (Some(m), Ok(n)) if n <= m.len() => Cell::Text(m[n - 1].clone()),
+                    _ => Cell::Int(i),
+                }
+            }
+            Value::Bytes(bits) if self.column_type == ColumnType::MYSQL_TYPE_SET => {
+                match &self.members {
+                    Some(m) => Cell::Text(set_members(&bits, m)),
+                    None => Cell::Bytes(bits),
+                }
+            }
             Value::Int(i) => Cell::Int(i),
             Value::UInt(u) => Cell::UInt(u),
             Value::Float(f) => Cell::Float(f64::from(f)),
@@ -165,6 +188,56 @@ impl ColumnDecoder {
     }
 }
 
+/// ENUM and SET member names per ENUM / SET column, in column order.
+fn member_names(
+    tme: &TableMapEvent<'_>,
+) -> (
+    std::vec::IntoIter<Vec<String>>,
+    std::vec::IntoIter<Vec<String>>,
+) {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    for field in tme.iter_optional_meta().flatten() {
+        match field {
+            OptionalMetadataField::EnumStrValue(values) => {
+                for column in values.iter_values().flatten() {
+                    enums.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for column in values.iter_values().flatten() {
+                    sets.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    (enums.into_iter(), sets.into_iter())
+}
+
+/// A SET value (little-endian member bitmap) as MySQL shows it: members joined by ','.
+fn set_members(bits: &[u8], members: &[String]) -> String {
+    members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Field length of a MYSQL_TYPE_STRING column from its two metadata bytes.
 fn string_field_length(b0: u8, b1: u8) -> usize {
     ((((u16::from(b0) & 0x30) ^ 0x30) << 4) | u16::from(b1)) as usize
@@ -197,7 +270,28 @@ mod tests {
             name: "c".into(),
             column_type,
             binary_len,
+            members: None,
         }
+    }
+
+    #[test]
+    fn enum_and_set_values_render_as_member_names() {
+        let members: Vec<String> = ["new", "paid", "shipped"].map(String::from).to_vec();
+        let enum_col = ColumnDecoder {
+            members: Some(members.clone()),
+            ..decoder(ColumnType::MYSQL_TYPE_ENUM, None)
+        };
+        let cell = |d: &ColumnDecoder, v| d.decode(BinlogValue::Value(v), 8).unwrap();
+        assert_eq!(cell(&enum_col, Value::Int(2)), Cell::Text("paid".into()));
+        assert_eq!(cell(&enum_col, Value::Int(0)), Cell::Text(String::new()));
+        let set_col = ColumnDecoder {
+            members: Some(members),
+            ..decoder(ColumnType::MYSQL_TYPE_SET, None)
+        };
+        assert_eq!(
+            cell(&set_col, Value::Bytes(vec![0b101])),
+            Cell::Text("new,shipped".into())
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
 use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList};
 use decode::ColumnDecoder;
 
+/// MySQL's compressed transaction payload; mysql_async yields it, then its inner events.
+const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
 /// MariaDB's GTID event type, unknown to mysql_async.
 const MARIADB_GTID_EVENT: u8 = 162;
 /// How often a quiet or busy-with-other-tables binlog still moves the checkpoint forward.
@@ -70,10 +72,31 @@ pub struct SourceSettings {
     pub heartbeat: Duration,
 }
 
+/// Where the table maps of the events being handled are kept (the binlog stream's reader
+/// caches every TABLE_MAP it has seen).
+pub trait TableMaps {
+    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>>;
+}
+
+impl TableMaps for BinlogStream {
+    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
+        self.get_tme(table_id)
+    }
+}
+
 /// A table map of an outbox table, resolved once per TABLE_MAP event.
 struct OutboxTableMap {
     resolved: ResolvedTable,
     decoders: Vec<ColumnDecoder>,
+}
+
+/// A MySQL TRANSACTION_PAYLOAD event: its inner events have no positions of their own.
+#[derive(Debug, Clone, Copy)]
+struct PayloadSpan {
+    start: u64,
+    end: u64,
+    /// Rows already read from the payload, so that row positions stay unique inside it.
+    rows: usize,
 }
 
 /// Reads the binlog from a start position until cancelled or failed.
@@ -92,6 +115,8 @@ pub struct BinlogSource {
     seen_format_description: bool,
     /// Where this connection starts reading.
     start: Checkpoint,
+    /// The compressed transaction payload whose inner events are being read (MySQL).
+    payload: Option<PayloadSpan>,
 }
 
 impl BinlogSource {
@@ -109,6 +134,7 @@ impl BinlogSource {
             last_progress: Instant::now(),
             seen_format_description: false,
             start,
+            payload: None,
         }
     }
 
@@ -226,11 +252,12 @@ impl BinlogSource {
     /// Processes one event; returns the messages it produces, in order.
     async fn handle(
         &mut self,
-        stream: &BinlogStream,
+        stream: &impl TableMaps,
         event: &Event,
     ) -> Result<Vec<SourceMessage>, SourceError> {
         let header = event.header();
-        let end = BinlogPosition::new(self.file.clone(), u64::from(header.log_pos()));
+        let end_pos = self.end_of(&header);
+        let end = BinlogPosition::new(self.file.clone(), end_pos);
         let parse_err = |source| SourceError::Parse {
             position: end.to_string(),
             source,
@@ -282,7 +309,7 @@ impl BinlogSource {
                 let ends = sql.eq_ignore_ascii_case(b"COMMIT")
                     || sql.eq_ignore_ascii_case(b"ROLLBACK")
                     || !self.in_transaction;
-                if ends && header.log_pos() != 0 {
+                if ends && end_pos != 0 {
                     return Ok(self.transaction_end(end));
                 }
                 Ok(Vec::new())
@@ -298,6 +325,25 @@ impl BinlogSource {
             }
             EventData::RowsEvent(rows) => self.on_rows(stream, header, &rows, &end),
             _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The position after `header`'s event. Events inside a MySQL compressed transaction
+    /// payload carry no position (0): they end where the payload event ends.
+    fn end_of(&mut self, header: &BinlogEventHeader) -> u64 {
+        let log_pos = u64::from(header.log_pos());
+        if header.event_type_raw() == TRANSACTION_PAYLOAD_EVENT {
+            self.payload = Some(PayloadSpan {
+                start: log_pos.saturating_sub(u64::from(header.event_size())),
+                end: log_pos,
+                rows: 0,
+            });
+        } else if log_pos != 0 {
+            self.payload = None;
+        }
+        match &self.payload {
+            Some(p) if log_pos == 0 => p.end,
+            _ => log_pos,
         }
     }
 
@@ -344,7 +390,7 @@ impl BinlogSource {
 
     fn on_rows(
         &mut self,
-        stream: &BinlogStream,
+        stream: &impl TableMaps,
         header: BinlogEventHeader,
         rows: &RowsEventData<'_>,
         end: &BinlogPosition,
@@ -358,19 +404,28 @@ impl BinlogSource {
         let Some(Some(map)) = self.tables_by_id.get(&rows.table_id()).cloned() else {
             return Ok(Vec::new());
         };
-        let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
+        let tme = stream.table_map(rows.table_id()).ok_or_else(|| {
             SourceError::Protocol(format!("rows event at {end} without its TABLE_MAP"))
         })?;
-        let event_start = BinlogPosition::new(
-            self.file.clone(),
-            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
-        );
+        // Inside a compressed payload, rows are numbered from the payload's start.
+        let (event_start, first_row) = match &self.payload {
+            Some(p) if header.log_pos() == 0 => {
+                (BinlogPosition::new(self.file.clone(), p.start), p.rows)
+            }
+            _ => (
+                BinlogPosition::new(
+                    self.file.clone(),
+                    u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
+                ),
+                0,
+            ),
+        };
         let table_name = map.resolved.table().qualified_name();
         let mut out = Vec::new();
         for (index, row) in rows.rows(tme).enumerate() {
             let position = RowPosition {
                 event: event_start.clone(),
-                row: index,
+                row: first_row + index,
             };
             let decode_err = |source| SourceError::Decode {
                 table: table_name.clone(),
@@ -405,6 +460,9 @@ impl BinlogSource {
             out.push(SourceMessage::Event(Box::new(event)));
         }
         self.events_in_transaction += out.len();
+        if let Some(p) = self.payload.as_mut().filter(|_| header.log_pos() == 0) {
+            p.rows += out.len();
+        }
         Ok(out)
     }
 }
@@ -510,3 +568,6 @@ pub async fn resolve_start(
         }
     }
 }
+
+#[cfg(test)]
+mod fixture_tests;

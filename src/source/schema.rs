@@ -39,6 +39,8 @@ pub struct ColumnNames {
     warned: HashSet<String>,
     /// Tables whose table maps carried names.
     named: HashSet<String>,
+    #[cfg(test)]
+    presets: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl ColumnNames {
@@ -47,7 +49,16 @@ impl ColumnNames {
             endpoint,
             warned: HashSet::new(),
             named: HashSet::new(),
+            #[cfg(test)]
+            presets: Default::default(),
         }
+    }
+
+    /// Fixes the names of `schema.table` as if a table map had carried them (for replaying
+    /// binlog files written without names).
+    #[cfg(test)]
+    pub fn preset(&mut self, qualified: &str, names: Vec<String>) {
+        self.presets.insert(qualified.to_owned(), names);
     }
 
     /// The column names of the table a table map describes.
@@ -56,6 +67,10 @@ impl ColumnNames {
         tme: &TableMapEvent<'_>,
     ) -> Result<Vec<String>, SourceError> {
         let qualified = format!("{}.{}", tme.database_name(), tme.table_name());
+        #[cfg(test)]
+        if let Some(names) = self.presets.get(&qualified) {
+            return Ok(names.clone());
+        }
         if let Some(names) = names_from_table_map(tme) {
             self.named.insert(qualified);
             return Ok(names);
