@@ -162,11 +162,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
             cp
         }
         None => {
-            let start = source::resolve_start(&prepared.endpoint, &config.source.start).await?;
-            info!(position = %start, start = %config.source.start, "no checkpoint; starting at source.start");
+            let cp = source::resolve_start(&prepared.endpoint, &config.source.start).await?;
+            info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
             // Persist the start right away: a crash before the first event must not move a
             // `latest` start past events committed in between.
-            let cp = Checkpoint::new(start, None);
             store.save(&cp)?;
             cp
         }

@@ -225,6 +225,155 @@ impl<'de> Deserialize<'de> for MariadbGtidList {
     }
 }
 
+/// A MySQL GTID set: for each source UUID (and tag, MySQL 8.3+) the transaction numbers
+/// executed, as closed intervals. Text form as MySQL prints it, one entry per UUID and tag:
+/// `3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,3e11fa47-71ca-11e1-9e33-c80aa9429562:blue:1-3`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MysqlGtidSet {
+    /// (lowercase UUID, tag) → sorted, disjoint, non-adjacent closed intervals.
+    sources: std::collections::BTreeMap<GtidSource, Vec<(u64, u64)>>,
+}
+
+/// A GTID source: lowercase server UUID and optional tag.
+type GtidSource = (String, Option<String>);
+
+impl MysqlGtidSet {
+    /// Adds transaction `gno` of source `uuid` (16 bytes) with an optional tag.
+    pub fn add(&mut self, uuid: &[u8; 16], tag: Option<&str>, gno: u64) {
+        let key = (
+            crate::cell::uuid_string(uuid),
+            tag.map(str::to_ascii_lowercase),
+        );
+        insert_interval(self.sources.entry(key).or_default(), gno, gno);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// Entries as `uuid[:tag]:intervals` strings (the form `Sid` parses).
+    pub fn entries(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|((uuid, tag), intervals)| {
+                let mut entry = uuid.clone();
+                if let Some(tag) = tag {
+                    entry.push(':');
+                    entry.push_str(tag);
+                }
+                for (a, b) in intervals {
+                    if a == b {
+                        entry.push_str(&format!(":{a}"));
+                    } else {
+                        entry.push_str(&format!(":{a}-{b}"));
+                    }
+                }
+                entry
+            })
+            .collect()
+    }
+}
+
+/// Inserts `[start, end]` into sorted disjoint intervals, merging overlaps and neighbours.
+fn insert_interval(intervals: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    let (mut start, mut end) = (start, end);
+    let mut merged = Vec::with_capacity(intervals.len() + 1);
+    let mut placed = false;
+    for &(a, b) in intervals.iter() {
+        if b.saturating_add(1) < start {
+            merged.push((a, b));
+        } else if end.saturating_add(1) < a {
+            if !placed {
+                merged.push((start, end));
+                placed = true;
+            }
+            merged.push((a, b));
+        } else {
+            start = start.min(a);
+            end = end.max(b);
+        }
+    }
+    if !placed {
+        merged.push((start, end));
+    }
+    merged.sort_unstable();
+    *intervals = merged;
+}
+
+impl fmt::Display for MysqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.entries().join(","))
+    }
+}
+
+impl FromStr for MysqlGtidSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut set = Self::default();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = |why: &str| format!("GTID set entry {entry:?}: {why}");
+            let mut parts = entry.split(':');
+            let uuid = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+            if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad("the UUID is malformed"));
+            }
+            let mut tag: Option<String> = None;
+            let mut any = false;
+            for part in parts {
+                if part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                    tag = Some(part.to_ascii_lowercase());
+                    continue;
+                }
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let a: u64 = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("interval is not a number"))?;
+                let b: u64 = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("interval is not a number"))?;
+                if a == 0 || b < a {
+                    return Err(bad("interval must be N or N-M with 0 < N <= M"));
+                }
+                let key = (canonical_uuid(&hex), tag.clone());
+                insert_interval(set.sources.entry(key).or_default(), a, b);
+                any = true;
+            }
+            if !any {
+                return Err(bad("no transaction interval"));
+            }
+        }
+        Ok(set)
+    }
+}
+
+fn canonical_uuid(hex: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+impl Serialize for MysqlGtidSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MysqlGtidSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +423,32 @@ mod tests {
         assert!("".parse::<MariadbGtidList>().unwrap().is_empty());
         assert!("0-1-1,0-2-2".parse::<MariadbGtidList>().is_err());
         assert!("0-1".parse::<MariadbGtidList>().is_err());
+    }
+
+    #[test]
+    fn mysql_gtid_set_merges_intervals_and_round_trips_through_text() {
+        let uuid = [0x3e; 16];
+        let mut set = MysqlGtidSet::default();
+        for gno in [1, 2, 3, 7, 5, 4] {
+            set.add(&uuid, None, gno);
+        }
+        set.add(&uuid, Some("Blue"), 9);
+        let text = set.to_string();
+        assert_eq!(
+            text,
+            "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:1-5:7,3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:blue:9"
+        );
+        assert_eq!(text.parse::<MysqlGtidSet>().unwrap(), set);
+        // MySQL's own output: upper case, newlines after commas, tags inline.
+        let mysql = "3E3E3E3E-3E3E-3E3E-3E3E-3E3E3E3E3E3E:1-3:4-5:7:blue:9,\n";
+        assert_eq!(mysql.parse::<MysqlGtidSet>().unwrap(), set);
+        for bad in [
+            "nope:1",
+            "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e",
+            "3e3e3e3e-3e3e-3e3e-3e3e-3e3e3e3e3e3e:5-2",
+        ] {
+            assert!(bad.parse::<MysqlGtidSet>().is_err(), "{bad}");
+        }
     }
 
     #[test]

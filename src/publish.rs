@@ -233,8 +233,7 @@ impl Publisher {
                         in_flight.push_back(self.publish(*event).await?);
                         events_in_flight += 1;
                     }
-                    Some(SourceMessage::TransactionEnd { position, gtid }) => {
-                        let checkpoint = Checkpoint::new(position, gtid);
+                    Some(SourceMessage::TransactionEnd(checkpoint)) => {
                         in_flight.push_back(
                             futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
                         );

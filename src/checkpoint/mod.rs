@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::position::{BinlogPosition, MariadbGtidList};
+use crate::position::{BinlogPosition, MariadbGtidList, MysqlGtidSet};
 
 /// The on-disk format version this build writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -31,6 +31,9 @@ pub struct Checkpoint {
     /// binlog file names differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<MariadbGtidList>,
+    /// MySQL GTID set executed up to `position`, when known; MySQL resumes by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid_set: Option<MysqlGtidSet>,
 }
 
 impl Checkpoint {
@@ -39,6 +42,7 @@ impl Checkpoint {
             version: CHECKPOINT_VERSION,
             position,
             gtid,
+            gtid_set: None,
         }
     }
 }

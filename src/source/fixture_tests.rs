@@ -68,6 +68,16 @@ async fn replay(
     tables: &[(&str, &str, ColumnMapping)],
     presets: &[(&str, &[&str])],
 ) -> (Vec<SourceMessage>, Option<SourceError>) {
+    replay_from(path, tables, presets, None).await
+}
+
+/// [`replay`] from a start with a known MySQL GTID set (so the source tracks GTIDs).
+async fn replay_from(
+    path: &PathBuf,
+    tables: &[(&str, &str, ColumnMapping)],
+    presets: &[(&str, &[&str])],
+    gtid_set: Option<MysqlGtidSet>,
+) -> (Vec<SourceMessage>, Option<SourceError>) {
     let tables = tables
         .iter()
         .map(|(table, subject, columns)| {
@@ -91,7 +101,10 @@ async fn replay(
         is_mariadb: false,
         heartbeat: Duration::from_secs(5),
     };
-    let start = Checkpoint::new(BinlogPosition::new("fixture.000001", 4), None);
+    let start = Checkpoint {
+        gtid_set,
+        ..Checkpoint::new(BinlogPosition::new("fixture.000001", 4), None)
+    };
     let mut source = BinlogSource::new(settings, &start);
     // Every transaction end is reported, not just those with events.
     source.last_progress = std::time::Instant::now() - IDLE_PROGRESS_INTERVAL * 2;
@@ -148,8 +161,8 @@ fn transaction_ends(messages: &[SourceMessage]) -> Vec<u64> {
     messages
         .iter()
         .filter_map(|m| match m {
-            SourceMessage::TransactionEnd { position, .. } if position.file == "fixture.000001" => {
-                Some(position.pos)
+            SourceMessage::TransactionEnd(cp) if cp.position.file == "fixture.000001" => {
+                Some(cp.position.pos)
             }
             _ => None,
         })
@@ -161,7 +174,7 @@ fn outbox_events(messages: &[SourceMessage]) -> Vec<&OutboxEvent> {
         .iter()
         .filter_map(|m| match m {
             SourceMessage::Event(e) => Some(&**e),
-            SourceMessage::TransactionEnd { .. } => None,
+            SourceMessage::TransactionEnd(_) => None,
         })
         .collect()
 }
@@ -304,4 +317,76 @@ fn every_fixture_is_read_without_panicking() {
             eprintln!("{name}: {err}");
         }
     }
+}
+
+/// The GTID set of the last transaction end of a replay.
+async fn final_gtid_set(name: &str) -> Option<(MysqlGtidSet, Vec<(String, Option<String>, u64)>)> {
+    let path = fixture(name)?;
+    let mut seen = Vec::new();
+    events_of(&path, |_, e| {
+        if let Ok(Some(EventData::GtidEvent(g))) = e.read_data() {
+            let uuid = crate::cell::uuid_string(&g.sid());
+            seen.push((uuid, g.tag().map(|t| t.as_str().to_owned()), g.gno()));
+        }
+    })
+    .unwrap();
+    let (messages, err) = replay_from(&path, &[], &[], Some(MysqlGtidSet::default())).await;
+    assert!(err.is_none(), "{err:?}");
+    let last = messages.iter().rev().find_map(|m| match m {
+        SourceMessage::TransactionEnd(cp) => cp.gtid_set.clone(),
+        SourceMessage::Event(_) => None,
+    })?;
+    Some((last, seen))
+}
+
+#[tokio::test]
+async fn mysql_gtid_events_build_the_executed_gtid_set() {
+    let Some((set, seen)) = final_gtid_set("binlog_transaction_with_GTID.000001").await else {
+        return;
+    };
+    assert!(!seen.is_empty(), "the fixture holds GTID events");
+    let text = set.to_string();
+    for (uuid, _, gno) in &seen {
+        assert!(text.contains(uuid), "{text} lacks {uuid}");
+        assert!(covers(&set, *gno), "{text} lacks {uuid}:{gno}");
+    }
+    assert_eq!(text.parse::<MysqlGtidSet>().unwrap(), set);
+    for entry in set.entries() {
+        let sid: mysql_async::Sid<'static> = entry.parse().expect("entries are valid Sids");
+        assert!(!sid.intervals().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn tagged_mysql_gtids_keep_their_tag() {
+    let Some((set, seen)) = final_gtid_set("binlog_transaction_with_GTID_TAG.000001").await else {
+        return;
+    };
+    let tagged: Vec<_> = seen.iter().filter(|(_, tag, _)| tag.is_some()).collect();
+    assert!(
+        !tagged.is_empty(),
+        "the fixture holds tagged GTIDs: {seen:?}"
+    );
+    let text = set.to_string();
+    for (uuid, tag, _) in tagged {
+        let tag = tag.as_ref().unwrap().to_ascii_lowercase();
+        assert!(
+            text.contains(&format!("{uuid}:{tag}:")),
+            "{text} lacks {uuid}:{tag}"
+        );
+    }
+    for entry in set.entries() {
+        entry
+            .parse::<mysql_async::Sid<'static>>()
+            .expect("tagged entries are valid Sids");
+    }
+}
+
+fn covers(set: &MysqlGtidSet, gno: u64) -> bool {
+    set.entries().iter().any(|e| {
+        e.split(':').skip(1).any(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if a <= gno && gno <= b)
+        })
+    })
 }

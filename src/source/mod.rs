@@ -34,7 +34,7 @@ use tracing::{debug, info};
 use crate::checkpoint::Checkpoint;
 use crate::error::{SourceError, mysql_codes};
 use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
-use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList};
+use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet};
 use decode::ColumnDecoder;
 
 /// MySQL's compressed transaction payload; mysql_async yields it, then its inner events.
@@ -52,12 +52,9 @@ const MARIADB_CAPABILITY_GTID: u32 = 4;
 #[derive(Debug)]
 pub enum SourceMessage {
     Event(Box<OutboxEvent>),
-    /// Every event of the transaction ending here has been sent; reading may resume at
-    /// `position`.
-    TransactionEnd {
-        position: BinlogPosition,
-        gtid: Option<MariadbGtidList>,
-    },
+    /// Every event of the transaction ending here has been sent; reading may resume at the
+    /// checkpoint's position (or GTID state).
+    TransactionEnd(Checkpoint),
 }
 
 /// Settings the source needs, derived from config and preflight.
@@ -109,6 +106,8 @@ pub struct BinlogSource {
     events_in_transaction: usize,
     /// MariaDB GTID position after the last GTID event read.
     gtid: MariadbGtidList,
+    /// MySQL GTID set executed so far; tracked only when the start's set was known.
+    mysql_gtids: Option<MysqlGtidSet>,
     last_progress: Instant,
     /// A FORMAT_DESCRIPTION event has been read on this connection (so mysql_async knows
     /// whether events carry checksums).
@@ -131,6 +130,7 @@ impl BinlogSource {
             in_transaction: false,
             events_in_transaction: 0,
             gtid: start.gtid.clone().unwrap_or_default(),
+            mysql_gtids: start.gtid_set.clone(),
             last_progress: Instant::now(),
             seen_format_description: false,
             start,
@@ -207,7 +207,22 @@ impl BinlogSource {
                 .await
                 .map_err(|e| SourceError::from_mysql("SET replica session variables", e))?;
         }
-        let by_gtid = self.resume_gtid().is_some();
+        let mysql_set = self
+            .start
+            .gtid_set
+            .as_ref()
+            .filter(|set| !self.settings.is_mariadb && !set.is_empty());
+        let sids = match mysql_set {
+            Some(set) => Some(
+                set.entries()
+                    .iter()
+                    .map(|e| e.parse::<mysql_async::Sid<'static>>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| SourceError::Protocol(format!("GTID set {set}: {e}")))?,
+            ),
+            None => None,
+        };
+        let by_gtid = self.resume_gtid().is_some() || sids.is_some();
         let position = &self.start.position;
         info!(position = %position, gtid = ?self.start.gtid.as_ref().map(ToString::to_string), by_gtid, "reading binlog");
         let request = BinlogStreamRequest::new(self.settings.server_id);
@@ -315,6 +330,12 @@ impl BinlogSource {
                 Ok(Vec::new())
             }
             EventData::XidEvent(_) => Ok(self.transaction_end(end)),
+            EventData::GtidEvent(gtid) => {
+                if let Some(set) = self.mysql_gtids.as_mut() {
+                    set.add(&gtid.sid(), gtid.tag().map(|t| t.as_str()), gtid.gno());
+                }
+                Ok(Vec::new())
+            }
             EventData::FormatDescriptionEvent(_) => {
                 self.seen_format_description = true;
                 Ok(Vec::new())
@@ -349,10 +370,11 @@ impl BinlogSource {
 
     fn progress(&mut self, position: BinlogPosition) -> SourceMessage {
         self.last_progress = Instant::now();
-        SourceMessage::TransactionEnd {
-            position,
+        SourceMessage::TransactionEnd(Checkpoint {
             gtid: (!self.gtid.is_empty()).then(|| self.gtid.clone()),
-        }
+            gtid_set: self.mysql_gtids.clone(),
+            ..Checkpoint::new(position, None)
+        })
     }
 
     fn transaction_end(&mut self, end: BinlogPosition) -> Vec<SourceMessage> {
@@ -542,18 +564,24 @@ pub async fn gtid_position_at(
     Ok((!list.is_empty()).then_some(list))
 }
 
-/// Resolves `latest` (the server's current end of binlog) or `earliest` (first binlog file).
+/// Resolves `source.start` to a checkpoint: `latest` (the server's current end of binlog,
+/// with MySQL's executed GTID set there), `earliest` (the first binlog file) or `file:pos`.
 pub async fn resolve_start(
     endpoint: &Endpoint,
     start: &crate::config::StartPosition,
-) -> Result<BinlogPosition, SourceError> {
+) -> Result<Checkpoint, SourceError> {
     use crate::config::StartPosition;
     match start {
-        StartPosition::At(p) => Ok(p.clone()),
+        StartPosition::At(p) => Ok(Checkpoint::new(p.clone(), None)),
         StartPosition::Latest => {
             let mut conn = endpoint.connect().await?;
-            let status = preflight::binlog_status(&mut conn).await?;
-            status.ok_or_else(|| SourceError::Protocol("binary logging is off".into()))
+            let (position, gtid_set) = preflight::binlog_status_with_gtids(&mut conn)
+                .await?
+                .ok_or_else(|| SourceError::Protocol("binary logging is off".into()))?;
+            Ok(Checkpoint {
+                gtid_set,
+                ..Checkpoint::new(position, None)
+            })
         }
         StartPosition::Earliest => {
             let mut conn = endpoint.connect().await?;
@@ -563,7 +591,12 @@ pub async fn resolve_start(
                 .map_err(|e| SourceError::from_mysql("SHOW BINARY LOGS", e))?;
             let first: Option<String> = rows.first().and_then(|r| r.get(0));
             first
-                .map(|f| BinlogPosition::new(f, crate::position::BINLOG_START_OFFSET))
+                .map(|f| {
+                    Checkpoint::new(
+                        BinlogPosition::new(f, crate::position::BINLOG_START_OFFSET),
+                        None,
+                    )
+                })
                 .ok_or_else(|| SourceError::Protocol("the server lists no binary logs".into()))
         }
     }

@@ -265,6 +265,14 @@ fn retention_check(s: &Settings) -> Check {
 
 /// The server's current binlog end, `None` when binary logging is off.
 pub async fn binlog_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, SourceError> {
+    Ok(binlog_status_with_gtids(conn).await?.map(|(p, _)| p))
+}
+
+/// The server's current binlog end with MySQL's executed GTID set at that point (MySQL lists
+/// it in the same row, so the two agree; MariaDB has no such column).
+pub async fn binlog_status_with_gtids(
+    conn: &mut Conn,
+) -> Result<Option<(BinlogPosition, Option<crate::position::MysqlGtidSet>)>, SourceError> {
     // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB and older MySQL do not know the new name.
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(row) => row,
@@ -277,7 +285,11 @@ pub async fn binlog_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, So
     Ok(row.and_then(|r| {
         let file: String = r.get(0)?;
         let pos: u64 = r.get(1)?;
-        Some(BinlogPosition::new(file, pos))
+        let executed: Option<String> = r.get_opt(4).and_then(Result::ok);
+        let gtids = executed
+            .and_then(|text| text.parse::<crate::position::MysqlGtidSet>().ok())
+            .filter(|set| !set.is_empty());
+        Some((BinlogPosition::new(file, pos), gtids))
     }))
 }
 
