@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::position::BinlogPosition;
+use crate::position::{BinlogPosition, MariadbGtidList, MysqlGtidSet};
 use crate::route::SubjectTemplate;
 use crate::secret::SecretUrl;
 
@@ -81,17 +81,31 @@ pub enum StartPosition {
     Latest,
     /// An explicit `file:pos`.
     At(BinlogPosition),
+    /// A MariaDB GTID position, e.g. `0-1-100` or `0-1-100,1-2-7`: start after it.
+    MariadbGtid(MariadbGtidList),
+    /// A MySQL GTID set, e.g. `3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100`: start after it.
+    MysqlGtid(MysqlGtidSet),
 }
 
 impl FromStr for StartPosition {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let starts_with_uuid = s.len() > 36
+            && s.as_bytes()[36] == b':'
+            && s[..36].chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        let looks_like_mariadb_gtid = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == ',' || c == ' ');
         match s {
             "earliest" => Ok(Self::Earliest),
             "latest" => Ok(Self::Latest),
+            _ if starts_with_uuid => s.parse().map(Self::MysqlGtid),
+            _ if looks_like_mariadb_gtid => s.parse().map(Self::MariadbGtid),
             other => other.parse().map(Self::At).map_err(|e| {
-                format!("expected \"earliest\", \"latest\" or FILE:POS, got {other:?} ({e})")
+                format!(
+                    "expected \"earliest\", \"latest\", FILE:POS or a GTID position, got {other:?} ({e})"
+                )
             }),
         }
     }
@@ -103,6 +117,8 @@ impl fmt::Display for StartPosition {
             Self::Earliest => f.write_str("earliest"),
             Self::Latest => f.write_str("latest"),
             Self::At(p) => p.fmt(f),
+            Self::MariadbGtid(g) => g.fmt(f),
+            Self::MysqlGtid(g) => g.fmt(f),
         }
     }
 }
@@ -582,6 +598,24 @@ mod tests {
             err.contains("outbox[1].subject") && err.contains("overlaps"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn start_accepts_positions_and_gtids_of_both_servers() {
+        let parse = |s: &str| s.parse::<StartPosition>();
+        assert_eq!(parse("latest").unwrap(), StartPosition::Latest);
+        assert!(matches!(
+            parse("mariadb-bin.000003:120").unwrap(),
+            StartPosition::At(_)
+        ));
+        assert!(matches!(
+            parse("0-1-100,1-2-7").unwrap(),
+            StartPosition::MariadbGtid(_)
+        ));
+        let mysql = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100";
+        assert!(matches!(parse(mysql).unwrap(), StartPosition::MysqlGtid(_)));
+        assert_eq!(parse(mysql).unwrap().to_string(), mysql);
+        assert!(parse("0-1").is_err());
     }
 
     #[test]

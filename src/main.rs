@@ -34,6 +34,10 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Start from source.start even though a checkpoint exists, replacing it. Events
+        /// between the old checkpoint and the new start are skipped or published again.
+        #[arg(long)]
+        reset_checkpoint: bool,
     },
     /// Validate the config, connect to both servers and print each preflight check.
     Check {
@@ -48,7 +52,7 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_format);
-    let (Command::Run { config } | Command::Check { config }) = &cli.command;
+    let (Command::Run { config, .. } | Command::Check { config }) = &cli.command;
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -60,7 +64,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Check { .. } => check(&config).await,
-            Command::Run { .. } => run(config).await,
+            Command::Run {
+                reset_checkpoint, ..
+            } => run(config, pipeline::RunOptions { reset_checkpoint }).await,
         }
     })
 }
@@ -80,10 +86,10 @@ async fn check(config: &Config) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, options: pipeline::RunOptions) -> ExitCode {
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
-    match pipeline::run(config, cancel).await {
+    match pipeline::run_with(config, options, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));

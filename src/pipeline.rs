@@ -123,8 +123,26 @@ pub async fn check(config: &Config) -> Vec<Check> {
     checks
 }
 
+/// How `run` starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Start from `source.start` even though a checkpoint exists, and replace it. Only for an
+    /// operator who means it (`run --reset-checkpoint`): events between the checkpoint and the
+    /// new start are skipped or repeated.
+    pub reset_checkpoint: bool,
+}
+
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
+    run_with(config, RunOptions::default(), cancel).await
+}
+
+/// [`run`] with options.
+pub async fn run_with(
+    config: Config,
+    options: RunOptions,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
     let prepared = prepare(&config)?;
     // Held until `run` returns: a second connector on the same checkpoint fails right here.
     let store: Arc<dyn CheckpointStore> =
@@ -150,19 +168,24 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         return Err(Error::Preflight(failed.join("\n")));
     }
 
-    info!(server = %facts.version, mariadb = facts.is_mariadb, "source server");
+    info!(server = %facts.version, "source server");
+    let flavor = source::flavor::Flavor::from_version(&facts.version);
     let publisher = Publisher::connect(&config.nats).await?;
     for (stream, filters) in &prepared.streams {
         publisher.ensure_stream(stream, filters).await?;
     }
 
     let mut acked = match store.load()? {
-        Some(cp) => {
+        Some(cp) if !options.reset_checkpoint => {
             info!(position = %cp.position, "resuming from checkpoint");
             cp
         }
-        None => {
-            let cp = source::resolve_start(&prepared.endpoint, &config.source.start).await?;
+        existing => {
+            if let Some(old) = existing {
+                warn!(checkpoint = %old.position, start = %config.source.start, "--reset-checkpoint: ignoring the checkpoint and starting at source.start");
+            }
+            let cp =
+                source::resolve_start(&prepared.endpoint, flavor, &config.source.start).await?;
             info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
             // Persist the start right away: a crash before the first event must not move a
             // `latest` start past events committed in between.
@@ -171,7 +194,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         }
     };
 
-    if facts.is_mariadb && acked.gtid.is_none() {
+    if flavor.is_mariadb() && acked.gtid.is_none() {
         // Record the GTID position too, so that later restarts can resume by GTID (and follow
         // a promoted replica).
         acked.gtid = source::gtid_position_at(&prepared.endpoint, &acked.position).await?;
@@ -184,7 +207,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error>
         endpoint: prepared.endpoint.clone(),
         server_id: config.source.server_id,
         tables: prepared.tables.clone(),
-        is_mariadb: facts.is_mariadb,
+        flavor,
         heartbeat: Duration::from_millis(config.source.heartbeat_ms),
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);

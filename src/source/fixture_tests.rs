@@ -98,7 +98,7 @@ async fn replay_from(
         },
         server_id: 4201,
         tables,
-        is_mariadb: false,
+        flavor: flavor::Flavor::from_version("8.0.36"),
         heartbeat: Duration::from_secs(5),
     };
     let start = Checkpoint {

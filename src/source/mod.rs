@@ -14,6 +14,7 @@
 //! binlog, missing privileges and undecodable rows are fatal.
 
 pub mod decode;
+pub mod flavor;
 pub mod preflight;
 mod schema;
 
@@ -45,8 +46,6 @@ const MARIADB_GTID_EVENT: u8 = 162;
 pub const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// A binlog connection silent for this many heartbeat periods is presumed dead.
 const SILENT_HEARTBEATS: u32 = 3;
-/// MariaDB replica capability "understands GTID events" (MARIA_SLAVE_CAPABILITY_GTID).
-const MARIADB_CAPABILITY_GTID: u32 = 4;
 
 /// What the source sends downstream.
 #[derive(Debug)]
@@ -63,8 +62,8 @@ pub struct SourceSettings {
     pub endpoint: Endpoint,
     pub server_id: u32,
     pub tables: Vec<Arc<OutboxTable>>,
-    /// The source is MariaDB (GTID resume uses MariaDB's protocol).
-    pub is_mariadb: bool,
+    /// MariaDB or MySQL, and which version (GTID resume and session variables differ).
+    pub flavor: flavor::Flavor,
     /// Heartbeat period requested from the server while the binlog is idle.
     pub heartbeat: Duration,
 }
@@ -188,16 +187,15 @@ impl BinlogSource {
         self.start
             .gtid
             .as_ref()
-            .filter(|g| self.settings.is_mariadb && !g.is_empty())
+            .filter(|g| self.settings.flavor.is_mariadb() && !g.is_empty())
     }
 
     async fn open_stream(&mut self) -> Result<BinlogStream, SourceError> {
         let mut conn = self.settings.endpoint.connect().await?;
-        let heartbeat_ns = self.settings.heartbeat.as_nanos() as u64;
-        let mut queries = vec![
-            format!("SET @master_heartbeat_period = {heartbeat_ns}"),
-            format!("SET @mariadb_slave_capability = {MARIADB_CAPABILITY_GTID}"),
-        ];
+        let mut queries = self
+            .settings
+            .flavor
+            .replica_session(self.settings.heartbeat);
         // The GTID list is rendered from parsed numbers, so it is safe inside the quotes.
         if let Some(gtid) = self.resume_gtid() {
             queries.push(format!("SET @slave_connect_state = '{gtid}'"));
@@ -211,7 +209,7 @@ impl BinlogSource {
             .start
             .gtid_set
             .as_ref()
-            .filter(|set| !self.settings.is_mariadb && !set.is_empty());
+            .filter(|set| !self.settings.flavor.is_mariadb() && !set.is_empty());
         let sids = match mysql_set {
             Some(set) => Some(
                 set.entries()
@@ -568,11 +566,45 @@ pub async fn gtid_position_at(
 /// with MySQL's executed GTID set there), `earliest` (the first binlog file) or `file:pos`.
 pub async fn resolve_start(
     endpoint: &Endpoint,
+    flavor: flavor::Flavor,
     start: &crate::config::StartPosition,
 ) -> Result<Checkpoint, SourceError> {
     use crate::config::StartPosition;
+    // A GTID start is resumed by GTID; the file position recorded next to it is the current
+    // end of binlog, only a placeholder until the first transaction end replaces it.
+    let gtid_start = |checkpoint: Checkpoint| async move {
+        let mut conn = endpoint.connect().await?;
+        let position = preflight::binlog_status(&mut conn)
+            .await?
+            .ok_or_else(|| SourceError::Protocol("binary logging is off".into()))?;
+        Ok::<_, SourceError>(Checkpoint {
+            position,
+            ..checkpoint
+        })
+    };
+    let mismatch = |what: &str| {
+        SourceError::Protocol(format!(
+            "source.start is a {what} GTID position but the server is {flavor:?}"
+        ))
+    };
     match start {
         StartPosition::At(p) => Ok(Checkpoint::new(p.clone(), None)),
+        StartPosition::MariadbGtid(list) if flavor.is_mariadb() => {
+            gtid_start(Checkpoint::new(
+                BinlogPosition::new("-", 4),
+                Some(list.clone()),
+            ))
+            .await
+        }
+        StartPosition::MysqlGtid(set) if !flavor.is_mariadb() => {
+            gtid_start(Checkpoint {
+                gtid_set: Some(set.clone()),
+                ..Checkpoint::new(BinlogPosition::new("-", 4), None)
+            })
+            .await
+        }
+        StartPosition::MariadbGtid(_) => Err(mismatch("MariaDB")),
+        StartPosition::MysqlGtid(_) => Err(mismatch("MySQL")),
         StartPosition::Latest => {
             let mut conn = endpoint.connect().await?;
             let (position, gtid_set) = preflight::binlog_status_with_gtids(&mut conn)

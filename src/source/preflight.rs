@@ -83,7 +83,7 @@ impl fmt::Display for Check {
 /// What the checks learned about the server, for the source to use.
 #[derive(Debug, Clone, Default)]
 pub struct ServerFacts {
-    pub is_mariadb: bool,
+    pub flavor: Option<super::flavor::Flavor>,
     pub version: String,
 }
 
@@ -112,8 +112,12 @@ pub async fn check_source(
     match server_settings(&mut conn).await {
         Ok(s) => {
             facts.version = s.version.clone();
-            facts.is_mariadb = s.version.to_ascii_lowercase().contains("mariadb");
-            settings_checks(&s, facts.is_mariadb, &mut checks);
+            facts.flavor = Some(super::flavor::Flavor::from_version(&s.version));
+            settings_checks(
+                &s,
+                facts.flavor.is_some_and(|f| f.is_mariadb()),
+                &mut checks,
+            );
         }
         Err(e) => checks.push(Check::fail(
             "server settings",
@@ -127,7 +131,10 @@ pub async fn check_source(
         Err(e) => Check::fail(
             "binlog status",
             error_chain(&e),
-            "GRANT BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) to the connector's user",
+            match facts.flavor {
+                Some(f) => format!("GRANT {} ON *.* TO the connector's user", f.monitor_grant()),
+                None => "GRANT BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) to the connector's user".into(),
+            },
         ),
     });
     checks.push(replication_grant_check(&mut conn).await);
@@ -274,14 +281,16 @@ pub async fn binlog_status_with_gtids(
     conn: &mut Conn,
 ) -> Result<Option<(BinlogPosition, Option<crate::position::MysqlGtidSet>)>, SourceError> {
     // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB and older MySQL do not know the new name.
-    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
-        Ok(row) => row,
-        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
-            .query_first("SHOW BINARY LOG STATUS")
-            .await
-            .map_err(|e| SourceError::from_mysql("SHOW BINARY LOG STATUS", e))?,
-        Err(e) => return Err(SourceError::from_mysql("SHOW MASTER STATUS", e)),
-    };
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| SourceError::from_mysql("SELECT VERSION()", e))?;
+    let query =
+        super::flavor::Flavor::from_version(&version.unwrap_or_default()).binlog_status_query();
+    let row: Option<mysql_async::Row> = conn
+        .query_first(query)
+        .await
+        .map_err(|e| SourceError::from_mysql("SHOW MASTER STATUS / SHOW BINARY LOG STATUS", e))?;
     Ok(row.and_then(|r| {
         let file: String = r.get(0)?;
         let pos: u64 = r.get(1)?;

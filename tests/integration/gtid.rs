@@ -104,3 +104,58 @@ async fn connector_resumes_by_gtid_on_a_replica_whose_binlog_files_differ() {
         "now follows the replica's own files"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_at_a_mariadb_gtid_position_publishes_only_what_follows_it() {
+    let env = TestEnv::start("gtid_start").await;
+    let e = events(1, 20, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..10], true).await;
+    let gtid = query_one(&env.db.root_url(), "SELECT @@gtid_binlog_pos").await;
+    insert_tx(&mut conn, &e[10..], false).await;
+    let toml = env
+        .config_toml(None)
+        .replace("start = \"latest\"", &format!("start = \"{gtid}\""));
+    let connector = InProcess::start(env.config_from(&toml));
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e[10..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_wins_over_source_start_unless_reset_is_asked_for() {
+    let env = TestEnv::start("reset").await;
+    let e = events(1, 30, 3);
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..10], true).await;
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+    connector.stop().await.unwrap();
+
+    // Committed while stopped; then the operator points source.start past it.
+    insert_tx(&mut conn, &e[10..20], true).await;
+    let after_skipped =
+        binlog_outbox::position::BinlogPosition::to_string(&master_position(&env).await);
+    let toml = env.config_toml(None).replace(
+        "start = \"latest\"",
+        &format!("start = \"{after_skipped}\""),
+    );
+    let options = binlog_outbox::pipeline::RunOptions {
+        reset_checkpoint: true,
+    };
+    let connector = InProcess::start_with(env.config_from(&toml), options);
+    let start = Instant::now();
+    while checkpoint_position(&env.checkpoint_path()).to_string() != after_skipped {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "checkpoint not reset"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    insert_tx(&mut conn, &e[20..], true).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    connector.stop().await.unwrap();
+    let expected: Vec<TestEvent> = e[..10].iter().chain(&e[20..]).cloned().collect();
+    assert_exactly_once_in_order(&env.stored_messages().await, &expected);
+}

@@ -243,10 +243,18 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start(config: Config) -> Self {
+        Self::start_with(config, Default::default())
+    }
+
+    pub fn start_with(config: Config, options: binlog_outbox::pipeline::RunOptions) -> Self {
         // Logs of in-process connectors show with `RUST_LOG=binlog_outbox=debug cargo test`.
         binlog_outbox::telemetry::init("off", binlog_outbox::telemetry::LogFormat::Text);
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(binlog_outbox::pipeline::run(config, cancel.clone()));
+        let handle = tokio::spawn(binlog_outbox::pipeline::run_with(
+            config,
+            options,
+            cancel.clone(),
+        ));
         Self { cancel, handle }
     }
 
