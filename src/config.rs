@@ -35,7 +35,7 @@ pub const MAX_ACK_WINDOW: usize = 4000;
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
 /// Connecting to either server gives up after this long (then the retry policy applies).
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// Heartbeats every 5 s: a dead connection is noticed within 15 s, at negligible cost.
+/// Heartbeats every 5 s: a dead connection is noticed within 10 s, at negligible cost.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// How long shutdown waits for in-flight acks before giving up on them (they are simply not
 /// checkpointed, and are republished on the next start).
@@ -66,7 +66,7 @@ pub struct SourceConfig {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Heartbeat period asked of the server while the binlog is idle; a connection silent for
-    /// three periods is presumed dead and reconnected.
+    /// two periods is presumed dead and reconnected.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
 }

@@ -45,7 +45,7 @@ const MARIADB_GTID_EVENT: u8 = 162;
 /// How often a quiet or busy-with-other-tables binlog still moves the checkpoint forward.
 pub const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// A binlog connection silent for this many heartbeat periods is presumed dead.
-const SILENT_HEARTBEATS: u32 = 3;
+const SILENT_HEARTBEATS: u32 = 2;
 
 /// What the source sends downstream.
 #[derive(Debug)]
