@@ -8,9 +8,10 @@
 //! 3. live: single-row transactions paced at a fixed rate by several writer connections while
 //!    the connector runs; commit-to-acknowledgement latency (commit time in the payload,
 //!    JetStream's stored timestamp as the acknowledgement time);
+//!
 //! and the connector's peak RSS in each phase. At the end the stream must hold exactly the
 //! inserted events, once each. Sizes: BENCH_BACKLOG (200000), BENCH_RATE (5000/s),
-//! BENCH_SECONDS (20).
+//! BENCH_SECONDS (20). BENCH_WRAPPER puts a profiler in front of the connector.
 
 #[allow(dead_code)]
 #[path = "../tests/integration/support/servers.rs"]
@@ -33,11 +34,17 @@ const STREAM: &str = "OUTBOX_BENCH";
 const DURABILITY: [&str; 2] = ["--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"];
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// A JSON payload of exactly PAYLOAD_BYTES carrying the event number and its commit time.
@@ -48,12 +55,22 @@ fn payload(n: u64, committed_us: u64) -> String {
 }
 
 fn id_hex(n: u64) -> String {
-    format!("{:032x}", 0xbe00_0000_0000_0000_0000_0000_0000_0000u128 | u128::from(n))
+    format!(
+        "{:032x}",
+        0xbe00_0000_0000_0000_0000_0000_0000_0000u128 | u128::from(n)
+    )
 }
 
 fn uuid(n: u64) -> String {
     let h = id_hex(n);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn row(n: u64, committed_us: u64) -> String {
@@ -69,8 +86,17 @@ fn row(n: u64, committed_us: u64) -> String {
 struct Connector(Child);
 
 impl Connector {
+    /// Starts the connector; `BENCH_WRAPPER` (e.g. `perf record -g -o perf.data --`) is
+    /// put in front of it for profiling.
     fn start(config: &std::path::Path, log: &std::path::Path) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_binlog-outbox"))
+        let wrapper = std::env::var("BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        words.push(env!("CARGO_BIN_EXE_binlog-outbox").to_owned());
+        let child = Command::new(&words[0])
+            .args(&words[1..])
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "binlog_outbox=info")
@@ -101,7 +127,10 @@ impl Connector {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -119,7 +148,10 @@ async fn wait_for_count(js: &jetstream::Context, name: &str, n: u64, timeout: Du
         if stream_count(js, name).await >= n {
             return Instant::now();
         }
-        assert!(start.elapsed() < timeout, "stream {name} never reached {n} messages");
+        assert!(
+            start.elapsed() < timeout,
+            "stream {name} never reached {n} messages"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -153,7 +185,11 @@ async fn ceiling(js: &jetstream::Context, count: u64) -> f64 {
         ack.unwrap();
     }
     let rate = count as f64 / start.elapsed().as_secs_f64();
-    assert_eq!(stream_count(js, "CEILING").await, count, "ceiling stream holds every message");
+    assert_eq!(
+        stream_count(js, "CEILING").await,
+        count,
+        "ceiling stream holds every message"
+    );
     rate
 }
 
@@ -220,16 +256,27 @@ struct Stored {
 /// Reads the whole stream; latency = stored time − commit time for events with a commit time.
 async fn read_stream(js: &jetstream::Context, expected: u64) -> Stored {
     let stream = js.get_stream(STREAM).await.unwrap();
-    let consumer = stream.create_consumer(consumer::pull::OrderedConfig::default()).await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
     let mut messages = consumer.messages().await.unwrap();
-    let mut out = Stored { ids: Vec::new(), latencies_us: Vec::new() };
+    let mut out = Stored {
+        ids: Vec::new(),
+        latencies_us: Vec::new(),
+    };
     while (out.ids.len() as u64) < expected {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
             .expect("stream read stalls")
             .unwrap()
             .unwrap();
-        let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).unwrap().to_string();
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .unwrap()
+            .to_string();
         out.ids.push(id);
         let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
         let committed = body["committed_us"].as_u64().unwrap();
@@ -259,15 +306,25 @@ async fn main() {
     let root = format!("mysql://root@127.0.0.1:{}", db.port);
     let mut conn = mysql_async::Conn::from_url(root.clone()).await.unwrap();
     let ddl = include_str!("../schemas/mariadb-outbox.sql");
-    conn.query_drop(ddl.replace("'change-me'", "'bench'")).await.unwrap();
+    conn.query_drop(ddl.replace("'change-me'", "'bench'"))
+        .await
+        .unwrap();
     let url = format!("{root}/shop");
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
 
     eprintln!("ceiling: publishing {backlog} messages straight to JetStream…");
     let ceiling_rate = ceiling(&js, backlog).await;
 
-    let status: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
-    let start_pos = format!("{}:{}", status.get::<String, _>(0).unwrap(), status.get::<u64, _>(1).unwrap());
+    let status: mysql_async::Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let start_pos = format!(
+        "{}:{}",
+        status.get::<String, _>(0).unwrap(),
+        status.get::<u64, _>(1).unwrap()
+    );
     eprintln!("catch-up: writing a backlog of {backlog} outbox rows with the connector stopped…");
     insert_backlog(&url, backlog).await;
 
@@ -292,7 +349,9 @@ async fn main() {
     let catchup_rate = backlog as f64 / catchup_secs;
     let catchup_rss = connector.peak_rss_mib();
 
-    eprintln!("live: {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…");
+    eprintln!(
+        "live: {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…"
+    );
     connector.reset_peak();
     let live = live_writers(&url, backlog, rate, seconds).await;
     wait_for_count(&js, STREAM, backlog + live, Duration::from_secs(120)).await;
@@ -310,10 +369,16 @@ async fn main() {
     lat.sort_unstable();
 
     println!();
-    println!("binlog-outbox end-to-end benchmark ({} cores; MariaDB with {})", num_cores(), DURABILITY.join(" "));
+    println!(
+        "binlog-outbox end-to-end benchmark ({} cores; MariaDB with {})",
+        num_cores(),
+        DURABILITY.join(" ")
+    );
     println!("| phase | events | result | vs ceiling | connector peak RSS |");
     println!("|---|---|---|---|---|");
-    println!("| ceiling: raw JetStream publish, {PAYLOAD_BYTES} B, dedup ids, 1024 acks in flight | {backlog} | {ceiling_rate:.0} events/s | 1.00 | – |");
+    println!(
+        "| ceiling: raw JetStream publish, {PAYLOAD_BYTES} B, dedup ids, 1024 acks in flight | {backlog} | {ceiling_rate:.0} events/s | 1.00 | – |"
+    );
     println!(
         "| catch-up: backlog, transactions of 10 | {backlog} | {catchup_rate:.0} events/s ({catchup_secs:.2} s) | {:.2} | {catchup_rss:.1} MiB |",
         catchup_rate / ceiling_rate
@@ -324,10 +389,19 @@ async fn main() {
         percentile(&lat, 0.99),
         percentile(&lat, 1.0)
     );
-    println!("self-check: stream holds exactly the {} inserted events once each: {}", backlog + live, if exact { "yes" } else { "NO" });
-    assert!(exact, "the stream does not hold exactly the inserted events");
+    println!(
+        "self-check: stream holds exactly the {} inserted events once each: {}",
+        backlog + live,
+        if exact { "yes" } else { "NO" }
+    );
+    assert!(
+        exact,
+        "the stream does not hold exactly the inserted events"
+    );
 }
 
 fn num_cores() -> usize {
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use binlog_outbox::cell::Cell;
 use binlog_outbox::config::{ColumnMapping, OutboxTableConfig};
 use binlog_outbox::outbox::{OutboxTable, RowPosition};
-use binlog_outbox::position::BinlogPosition;
 use binlog_outbox::publish::event_headers;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -48,7 +47,8 @@ fn bench(c: &mut Criterion) {
     .to_vec();
     let resolved = table.resolve(&columns).unwrap();
     let position = RowPosition {
-        event: BinlogPosition::new("mariadb-bin.000001", 123_456),
+        file: "mariadb-bin.000001".into(),
+        pos: 123_456,
         row: 0,
     };
     let mut group = c.benchmark_group("row_to_message");

@@ -61,21 +61,27 @@ impl Cell {
 /// Canonical 8-4-4-4-12 lowercase UUID rendering of 16 bytes.
 pub fn uuid_string(b: &[u8]) -> String {
     let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
+    for (i, &byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             s.push('-');
         }
-        let _ = write!(s, "{byte:02x}");
+        push_hex(&mut s, byte);
     }
     s
 }
 
 fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
-    for byte in b {
-        let _ = write!(s, "{byte:02x}");
+    for &byte in b {
+        push_hex(&mut s, byte);
     }
     s
+}
+
+fn push_hex(s: &mut String, byte: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    s.push(char::from(DIGITS[usize::from(byte >> 4)]));
+    s.push(char::from(DIGITS[usize::from(byte & 0xf)]));
 }
 
 /// Renders a calendar date and time as `YYYY-MM-DDTHH:MM:SS[.ffffff]` plus `suffix`.

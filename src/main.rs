@@ -46,6 +46,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a configuration or preflight problem (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -60,7 +63,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
     runtime.block_on(async move {
         match cli.command {
             Command::Check { .. } => check(&config).await,

@@ -12,19 +12,20 @@ use std::sync::Arc;
 
 use crate::cell::Cell;
 use crate::config::OutboxTableConfig;
-use crate::position::BinlogPosition;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
 
-/// Where a row came from: the rows event's start position and the row's index inside it.
+/// Where a row came from: the binlog file, the rows event's start offset and the row's index
+/// inside it. Cheap to clone (the file name is shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowPosition {
-    pub event: BinlogPosition,
+    pub file: Arc<str>,
+    pub pos: u64,
     pub row: usize,
 }
 
 impl std::fmt::Display for RowPosition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}#{}", self.event, self.row)
+        write!(f, "{}:{}#{}", self.file, self.pos, self.row)
     }
 }
 
@@ -44,6 +45,8 @@ pub struct OutboxEvent {
     pub subject: String,
     pub schema: Arc<str>,
     pub table: Arc<str>,
+    /// `schema.table`.
+    pub qualified_table: Arc<str>,
     pub position: RowPosition,
 }
 
@@ -52,6 +55,8 @@ pub struct OutboxEvent {
 pub struct OutboxTable {
     pub schema: Arc<str>,
     pub table: Arc<str>,
+    /// `schema.table`.
+    pub qualified: Arc<str>,
     pub config: OutboxTableConfig,
     pub subject: SubjectTemplate,
 }
@@ -98,13 +103,14 @@ impl OutboxTable {
         Ok(Self {
             schema: schema.into(),
             table: table.into(),
+            qualified: format!("{schema}.{table}").into(),
             subject: SubjectTemplate::parse(&config.subject)?,
             config: config.clone(),
         })
     }
 
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema, self.table)
+        self.qualified.to_string()
     }
 
     /// Every column name the mapping needs, with the field it feeds.
@@ -163,6 +169,20 @@ impl ResolvedTable {
         &self.table
     }
 
+    /// Whether column `index` feeds the event; others need not be decoded.
+    pub fn uses_column(&self, index: usize) -> bool {
+        [
+            self.id,
+            self.aggregate_type,
+            self.aggregate_id,
+            self.event_type,
+            self.payload,
+        ]
+        .contains(&index)
+            || self.timestamp == Some(index)
+            || self.headers.iter().any(|(_, i)| *i == index)
+    }
+
     /// Maps one inserted row (all columns, in table order) to an event.
     pub fn event(
         &self,
@@ -170,11 +190,11 @@ impl ResolvedTable {
         position: RowPosition,
     ) -> Result<OutboxEvent, BadRow> {
         let id = cells.get(self.id).and_then(Cell::render);
-        let position_text = position.to_string();
+        let position_for_errors = position.clone();
         let bad = |reason: String| BadRow {
             table: self.table.qualified_name(),
             id: id.clone().unwrap_or_else(|| "NULL".into()),
-            position: position_text.clone(),
+            position: position_for_errors.to_string(),
             reason,
         };
         let max = [
@@ -230,6 +250,7 @@ impl ResolvedTable {
             subject: String::new(),
             schema: Arc::clone(&self.table.schema),
             table: Arc::clone(&self.table.table),
+            qualified_table: Arc::clone(&self.table.qualified),
             position,
         };
         event.subject = self
@@ -292,7 +313,8 @@ mod tests {
 
     fn pos() -> RowPosition {
         RowPosition {
-            event: BinlogPosition::new("bin.000001", 500),
+            file: "bin.000001".into(),
+            pos: 500,
             row: 2,
         }
     }

@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -259,12 +259,14 @@ impl Publisher {
         let message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .headers(headers);
+        // A Subject clones without copying; the String form is only made for errors.
+        let subject = Subject::from(subject);
         let ack = match self.js.send_publish(subject.clone(), message).await {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 return Err(PublishError::TooLarge {
                     id,
-                    subject,
+                    subject: subject.to_string(),
                     size,
                     max: self.max_payload(),
                 });
@@ -272,7 +274,7 @@ impl Publisher {
             Err(source) => {
                 return Err(PublishError::Send {
                     id,
-                    subject,
+                    subject: subject.to_string(),
                     source,
                 });
             }
@@ -282,7 +284,7 @@ impl Publisher {
                 Ok(_) => Ok(Completion::Acked),
                 Err(source) => Err(PublishError::Ack {
                     id,
-                    subject,
+                    subject: subject.to_string(),
                     source,
                 }),
             }

@@ -247,7 +247,7 @@ async fn compressed_transaction_payload_rows_are_read_and_end_at_the_payload_end
     assert_eq!(ends, [431], "the payload event ends at 431");
     let mut seen = std::collections::HashSet::new();
     for e in &events {
-        assert!(e.position.event.pos > 4);
+        assert!(e.position.pos > 4);
         assert!(
             seen.insert(e.position.to_string()),
             "duplicate row position {}",

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::cell::Cell;
 use crate::checkpoint::Checkpoint;
 use crate::error::{SourceError, mysql_codes};
 use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
@@ -84,6 +85,8 @@ impl TableMaps for BinlogStream {
 struct OutboxTableMap {
     resolved: ResolvedTable,
     decoders: Vec<ColumnDecoder>,
+    /// Per column: does the mapping use it.
+    used: Vec<bool>,
 }
 
 /// A MySQL TRANSACTION_PAYLOAD event: its inner events have no positions of their own.
@@ -113,6 +116,8 @@ pub struct BinlogSource {
     seen_format_description: bool,
     /// Where this connection starts reading.
     start: Checkpoint,
+    /// `file`, shared by the row positions of its events.
+    file_shared: Arc<str>,
     /// The compressed transaction payload whose inner events are being read (MySQL).
     payload: Option<PayloadSpan>,
 }
@@ -132,6 +137,7 @@ impl BinlogSource {
             mysql_gtids: start.gtid_set.clone(),
             last_progress: Instant::now(),
             seen_format_description: false,
+            file_shared: Arc::from(start.position.file.as_str()),
             start,
             payload: None,
         }
@@ -168,6 +174,12 @@ impl BinlogSource {
                 Ok(Some(Ok(event))) => event,
             };
             for msg in self.handle(&stream, &event).await? {
+                // Fast path without a select when the channel has room.
+                let msg = match tx.try_send(msg) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                    Err(mpsc::error::TrySendError::Full(msg)) => msg,
+                };
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Ok(()),
@@ -403,7 +415,13 @@ impl BinlogSource {
         let decoders = ColumnDecoder::for_table(tme, &names);
         self.tables_by_id.insert(
             tme.table_id(),
-            Some(Arc::new(OutboxTableMap { resolved, decoders })),
+            Some(Arc::new(OutboxTableMap {
+                used: (0..decoders.len())
+                    .map(|i| resolved.uses_column(i))
+                    .collect(),
+                resolved,
+                decoders,
+            })),
         );
         Ok(())
     }
@@ -429,26 +447,24 @@ impl BinlogSource {
         })?;
         // Inside a compressed payload, rows are numbered from the payload's start.
         let (event_start, first_row) = match &self.payload {
-            Some(p) if header.log_pos() == 0 => {
-                (BinlogPosition::new(self.file.clone(), p.start), p.rows)
-            }
+            Some(p) if header.log_pos() == 0 => (p.start, p.rows),
             _ => (
-                BinlogPosition::new(
-                    self.file.clone(),
-                    u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
-                ),
+                u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
                 0,
             ),
         };
-        let table_name = map.resolved.table().qualified_name();
+        if *self.file_shared != *self.file {
+            self.file_shared = Arc::from(self.file.as_str());
+        }
         let mut out = Vec::new();
         for (index, row) in rows.rows(tme).enumerate() {
             let position = RowPosition {
-                event: event_start.clone(),
+                file: Arc::clone(&self.file_shared),
+                pos: event_start,
                 row: first_row + index,
             };
             let decode_err = |source| SourceError::Decode {
-                table: table_name.clone(),
+                table: map.resolved.table().qualified_name(),
                 position: position.to_string(),
                 source,
             };
@@ -469,6 +485,11 @@ impl BinlogSource {
             let columns = after.columns();
             let mut cells = Vec::with_capacity(after.len());
             for (i, decoder) in map.decoders.iter().enumerate() {
+                if !map.used[i] {
+                    // Not mapped: skip the decoding work.
+                    cells.push(Cell::Null);
+                    continue;
+                }
                 let value = after.take(i).expect("each column is taken once");
                 cells.push(
                     decoder
