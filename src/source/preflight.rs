@@ -139,7 +139,7 @@ pub async fn check_source(
     });
     checks.push(replication_grant_check(&mut conn).await);
     for table in tables {
-        checks.push(table_check(endpoint, table).await);
+        checks.push(table_check(&mut conn, table).await);
     }
     let _ = conn.disconnect().await;
     (checks, facts)
@@ -326,9 +326,9 @@ async fn replication_grant_check(conn: &mut Conn) -> Check {
     }
 }
 
-async fn table_check(endpoint: &super::Endpoint, table: &OutboxTable) -> Check {
+async fn table_check(conn: &mut Conn, table: &OutboxTable) -> Check {
     let name = format!("outbox table {}", table.qualified_name());
-    let columns = match super::schema::table_columns(endpoint, &table.schema, &table.table).await {
+    let columns = match super::schema::table_columns(conn, &table.schema, &table.table).await {
         Ok(c) => c,
         Err(e) => {
             return Check::fail(

@@ -99,7 +99,9 @@ impl ColumnNames {
                 "server sent no column names (binlog_row_metadata is not FULL); using information_schema, which is wrong for rows written before an ALTER TABLE"
             );
         }
-        let names = table_columns(&self.endpoint, schema, table).await?;
+        let mut conn = self.endpoint.connect().await?;
+        let names = table_columns(&mut conn, schema, table).await?;
+        let _ = conn.disconnect().await;
         if names.len() as u64 != expected {
             return Err(SourceError::Protocol(format!(
                 "{qualified} has {} columns in information_schema but {expected} in the binlog; set binlog_row_metadata=FULL",
@@ -112,17 +114,15 @@ impl ColumnNames {
 
 /// The columns of `schema.table` in table order.
 pub async fn table_columns(
-    endpoint: &Endpoint,
+    conn: &mut mysql_async::Conn,
     schema: &str,
     table: &str,
 ) -> Result<Vec<String>, SourceError> {
-    let mut conn = endpoint.connect().await?;
     const QUERY: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
     let names: Vec<String> = conn
         .exec(QUERY, (schema, table))
         .await
         .map_err(|e| SourceError::from_mysql("SELECT FROM information_schema.COLUMNS", e))?;
-    let _ = conn.disconnect().await;
     Ok(names)
 }
