@@ -120,6 +120,8 @@ pub enum PublishError {
     },
     #[error("stream {stream}: {reason}")]
     Stream { stream: String, reason: String },
+    #[error("stream {stream} cannot be read right now: {reason}")]
+    Unavailable { stream: String, reason: String },
     #[error("cannot publish event {id} to {subject}")]
     Send {
         id: String,
@@ -218,7 +220,8 @@ impl Error {
             Error::Publish(e) => match &**e {
                 PublishError::Connect { .. }
                 | PublishError::Send { .. }
-                | PublishError::Ack { .. } => Policy::Retry,
+                | PublishError::Ack { .. }
+                | PublishError::Unavailable { .. } => Policy::Retry,
                 PublishError::Stream { .. } => Policy::Fatal {
                     hint: "create or fix the stream so that it covers the configured subjects, or set nats.create_stream = true",
                 },

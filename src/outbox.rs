@@ -15,12 +15,29 @@ use crate::config::OutboxTableConfig;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
 
 /// Where a row came from: the binlog file, the rows event's start offset and the row's index
-/// inside it. Cheap to clone (the file name is shared).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// inside it. Cheap to clone (the file name is shared). Orders as the binlog does (file names
+/// are zero-padded) — comparable only between positions of the same server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RowPosition {
     pub file: Arc<str>,
     pub pos: u64,
     pub row: usize,
+}
+
+impl std::str::FromStr for RowPosition {
+    type Err = String;
+
+    /// Parses `FILE:POS#ROW` (the `Outbox-Source-Position` header).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not a row position (FILE:POS#ROW): {s:?}");
+        let (event, row) = s.rsplit_once('#').ok_or_else(bad)?;
+        let (file, pos) = event.rsplit_once(':').ok_or_else(bad)?;
+        Ok(Self {
+            file: file.into(),
+            pos: pos.parse().map_err(|_| bad())?,
+            row: row.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 impl std::fmt::Display for RowPosition {
@@ -47,6 +64,8 @@ pub struct OutboxEvent {
     pub table: Arc<str>,
     /// `schema.table`.
     pub qualified_table: Arc<str>,
+    /// The stream the event belongs in.
+    pub stream: Arc<str>,
     pub position: RowPosition,
 }
 
@@ -57,6 +76,8 @@ pub struct OutboxTable {
     pub table: Arc<str>,
     /// `schema.table`.
     pub qualified: Arc<str>,
+    /// The stream this table publishes to (empty until [`OutboxTable::with_stream`]).
+    pub stream: Arc<str>,
     pub config: OutboxTableConfig,
     pub subject: SubjectTemplate,
 }
@@ -104,9 +125,16 @@ impl OutboxTable {
             schema: schema.into(),
             table: table.into(),
             qualified: format!("{schema}.{table}").into(),
+            stream: "".into(),
             subject: SubjectTemplate::parse(&config.subject)?,
             config: config.clone(),
         })
+    }
+
+    /// Sets the stream the table's events belong in.
+    pub fn with_stream(mut self, stream: &str) -> Self {
+        self.stream = stream.into();
+        self
     }
 
     pub fn qualified_name(&self) -> String {
@@ -251,6 +279,7 @@ impl ResolvedTable {
             schema: Arc::clone(&self.table.schema),
             table: Arc::clone(&self.table.table),
             qualified_table: Arc::clone(&self.table.qualified),
+            stream: Arc::clone(&self.table.stream),
             position,
         };
         event.subject = self
@@ -343,6 +372,16 @@ mod tests {
         assert_eq!(e.timestamp.as_deref(), Some("2024-01-02T03:04:05.123456Z"));
         assert_eq!(e.headers, vec![(Arc::from("Tenant"), "acme".to_string())]);
         assert_eq!(e.position.to_string(), "bin.000001:500#2");
+    }
+
+    #[test]
+    fn row_positions_round_trip_and_order_like_the_binlog() {
+        let p: RowPosition = "mariadb-bin.000002:1234#7".parse().unwrap();
+        assert_eq!(p.to_string(), "mariadb-bin.000002:1234#7");
+        let earlier: RowPosition = "mariadb-bin.000002:1234#6".parse().unwrap();
+        let other_file: RowPosition = "mariadb-bin.000001:9999#0".parse().unwrap();
+        assert!(earlier < p && other_file < earlier);
+        assert!("x:1".parse::<RowPosition>().is_err());
     }
 
     #[test]

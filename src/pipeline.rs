@@ -48,7 +48,7 @@ fn prepare(config: &Config) -> Result<Prepared, Error> {
     let tables = config
         .outbox
         .iter()
-        .map(|t| OutboxTable::from_config(t).map(Arc::new))
+        .map(|t| OutboxTable::from_config(t).map(|o| Arc::new(o.with_stream(config.stream_of(t)))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Preflight(e.to_string()))?;
     let opts = mysql_async::Opts::from_url(config.source.url.expose()).map_err(|e| {
@@ -170,7 +170,10 @@ pub async fn run_with(
 
     info!(server = %facts.version, "source server");
     let flavor = source::flavor::Flavor::from_version(&facts.version);
-    let publisher = Publisher::connect(&config.nats).await?;
+    let mut publisher = Publisher::connect(&config.nats).await?;
+    if let Some(identity) = &facts.identity {
+        publisher.set_source_identity(identity);
+    }
     for (stream, filters) in &prepared.streams {
         publisher.ensure_stream(stream, filters).await?;
     }
@@ -216,6 +219,7 @@ pub async fn run_with(
         let attempt = run_stages(
             &settings,
             &publisher,
+            &prepared.streams,
             Arc::clone(&store),
             acked.clone(),
             &cancel,
@@ -257,14 +261,22 @@ pub async fn run_with(
 
 /// One run of the three stages from `acked`. Returns the first error (if any) and the last
 /// checkpoint saved.
+#[allow(clippy::too_many_arguments)]
 async fn run_stages(
     settings: &SourceSettings,
     publisher: &Publisher,
+    streams: &BTreeMap<String, Vec<String>>,
     store: Arc<dyn CheckpointStore>,
     acked: Checkpoint,
     cancel: &CancellationToken,
     shutdown_timeout: Duration,
 ) -> (Result<(), Error>, Checkpoint) {
+    // What the streams already hold: events between the checkpoint and there are not
+    // republished, so a restart stays duplicate-free even past the dedup window.
+    let stored = match publisher.stored_through(streams.keys()).await {
+        Ok(stored) => stored,
+        Err(e) => return (Err(e.into()), acked),
+    };
     let stages = cancel.child_token();
     let tracker = TaskTracker::new();
     let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
@@ -285,7 +297,7 @@ async fn run_stages(
     tracker.close();
 
     let publish_result = {
-        let run = publisher.run(rx, &acked_tx, stages.clone());
+        let run = publisher.run(rx, &acked_tx, &stored, stages.clone());
         tokio::pin!(run);
         tokio::select! {
             res = &mut run => res,

@@ -29,7 +29,9 @@ use tracing::{debug, info};
 use crate::checkpoint::Checkpoint;
 use crate::config::NatsConfig;
 use crate::error::PublishError;
-use crate::outbox::OutboxEvent;
+use std::collections::HashMap;
+
+use crate::outbox::{OutboxEvent, RowPosition};
 use crate::route::subject_covers;
 use crate::source::SourceMessage;
 use crate::source::preflight::{Check, error_chain};
@@ -45,6 +47,9 @@ pub mod headers {
     pub const TABLE: &str = "Outbox-Table";
     /// Binlog position of the row: `file:pos#row` (rows event start, row index).
     pub const SOURCE_POSITION: &str = "Outbox-Source-Position";
+    /// Identity of the source server the row was read from (`@@server_uid` on MariaDB,
+    /// `@@server_uuid` on MySQL).
+    pub const SOURCE_SERVER: &str = "Outbox-Source-Server";
     /// The mapped timestamp column, when configured.
     pub const TIMESTAMP: &str = "Outbox-Timestamp";
 }
@@ -54,7 +59,14 @@ pub struct Publisher {
     client: async_nats::Client,
     js: Context,
     config: NatsConfig,
+    /// Identity of the source server (`@@server_uid` / `@@server_uuid`), stamped on every
+    /// message so that a restart can tell its own stored positions from another server's.
+    source_identity: Option<String>,
 }
+
+/// Per stream, the source position of the last stored message of this source server: events
+/// at or before it are already in the stream (even if the dedup window has passed).
+pub type StoredThrough = HashMap<String, RowPosition>;
 
 enum Completion {
     Acked,
@@ -90,7 +102,58 @@ impl Publisher {
             client,
             js,
             config: config.clone(),
+            source_identity: None,
         })
+    }
+
+    /// Sets the source server's identity stamped on every message.
+    pub fn set_source_identity(&mut self, identity: &str) {
+        self.source_identity = Some(identity.to_owned());
+    }
+
+    /// Reads the last message of each stream: where this source's events are stored through.
+    /// Streams whose last message came from another server (or has no position) are left out,
+    /// so nothing is skipped for them.
+    pub async fn stored_through<'a>(
+        &self,
+        streams: impl IntoIterator<Item = &'a String>,
+    ) -> Result<StoredThrough, PublishError> {
+        let mut through = StoredThrough::new();
+        let Some(identity) = &self.source_identity else {
+            return Ok(through);
+        };
+        for name in streams {
+            let stream_err = |reason: String| PublishError::Unavailable {
+                stream: name.clone(),
+                reason,
+            };
+            let mut stream = self
+                .js
+                .get_stream(name)
+                .await
+                .map_err(|e| stream_err(format!("cannot look it up: {e}")))?;
+            let last = stream
+                .info()
+                .await
+                .map_err(|e| stream_err(format!("cannot read stream info: {e}")))?
+                .state
+                .last_sequence;
+            if last == 0 {
+                continue;
+            }
+            let Ok(message) = stream.get_raw_message(last).await else {
+                continue;
+            };
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            if header(headers::SOURCE_SERVER).as_deref() != Some(identity.as_str()) {
+                continue;
+            }
+            if let Some(position) = header(headers::SOURCE_POSITION).and_then(|p| p.parse().ok()) {
+                info!(stream = %name, stored_through = %position, "stream already holds events up to here; older ones are not republished");
+                through.insert(name.clone(), position);
+            }
+        }
+        Ok(through)
     }
 
     /// The NATS server's max_payload in bytes.
@@ -205,6 +268,7 @@ impl Publisher {
         &self,
         mut rx: mpsc::Receiver<SourceMessage>,
         acked: &watch::Sender<Option<Checkpoint>>,
+        stored: &StoredThrough,
         cancel: CancellationToken,
     ) -> Result<(), PublishError> {
         let window = self.config.ack_window;
@@ -230,6 +294,11 @@ impl Publisher {
                 msg = rx.recv(), if reading && events_in_flight < window => match msg {
                     None => reading = false,
                     Some(SourceMessage::Event(event)) => {
+                        if stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
+                            // Stored before a crash; maybe outside the dedup window by now.
+                            debug!(id = %event.id, position = %event.position, "already stored, not republished");
+                            continue;
+                        }
                         in_flight.push_back(self.publish(*event).await?);
                         events_in_flight += 1;
                     }
@@ -248,7 +317,10 @@ impl Publisher {
         &self,
         event: OutboxEvent,
     ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
-        let headers = event_headers(&event);
+        let mut headers = event_headers(&event);
+        if let Some(identity) = &self.source_identity {
+            headers.insert(headers::SOURCE_SERVER, identity.as_str());
+        }
         let OutboxEvent {
             id,
             subject,

@@ -85,6 +85,9 @@ impl fmt::Display for Check {
 pub struct ServerFacts {
     pub flavor: Option<super::flavor::Flavor>,
     pub version: String,
+    /// What identifies the server's binlog history: MariaDB's `@@server_uid`, MySQL's
+    /// `@@server_uuid` (positions of different servers must never be compared).
+    pub identity: Option<String>,
 }
 
 /// Runs every source check. A connection failure is returned as a single failed check.
@@ -112,6 +115,11 @@ pub async fn check_source(
     match server_settings(&mut conn).await {
         Ok(s) => {
             facts.version = s.version.clone();
+            facts.identity = ["server_uid", "server_uuid"]
+                .iter()
+                .map(|v| s.get(v))
+                .find(|v| !v.is_empty())
+                .map(str::to_owned);
             facts.flavor = Some(super::flavor::Flavor::from_version(&s.version));
             settings_checks(
                 &s,
@@ -169,7 +177,8 @@ async fn server_settings(conn: &mut Conn) -> Result<Settings, SourceError> {
         .query(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
              'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress', \
-             'server_id', 'expire_logs_days', 'binlog_expire_logs_seconds')",
+             'server_id', 'server_uid', 'server_uuid', 'expire_logs_days', \
+             'binlog_expire_logs_seconds')",
         )
         .await
         .map_err(|e| SourceError::from_mysql("SHOW GLOBAL VARIABLES", e))?;

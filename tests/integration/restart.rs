@@ -131,3 +131,86 @@ async fn a_second_connector_on_the_same_checkpoint_refuses_to_start() {
     first.stop().await.expect("clean shutdown");
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_a_lost_checkpoint_are_not_stored_again_after_the_dedup_window() {
+    let env = TestEnv::start("beyond_dedup").await;
+    let toml = env.config_toml(None).replace(
+        "ack_timeout_ms = 2000\n",
+        "ack_timeout_ms = 2000\nduplicate_window_ms = 1000\n",
+    );
+    let connector = InProcess::start(env.config_from(&toml));
+    wait_for_file(&env.checkpoint_path()).await;
+    // The checkpoint as a crash right after these acks would have left it: before them.
+    let stale_checkpoint = std::fs::read(env.checkpoint_path()).unwrap();
+    let e = events(1, 30, 3);
+    let mut conn = env.conn().await;
+    for chunk in e[..20].chunks(5) {
+        insert_tx(&mut conn, chunk, true).await;
+    }
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    connector.stop().await.unwrap();
+    std::fs::write(env.checkpoint_path(), stale_checkpoint).unwrap();
+
+    // Let JetStream forget the ids: dedup alone can no longer protect the stream.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let connector = InProcess::start(env.config_from(&toml));
+    insert_tx(&mut conn, &e[20..], false).await;
+    env.wait_for_count(30, Duration::from_secs(30)).await;
+    let end = master_position(&env).await;
+    let start = std::time::Instant::now();
+    while checkpoint_position(&env.checkpoint_path()) < end {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "checkpoint never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    connector.stop().await.unwrap();
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_database_publishing_into_an_old_stream_skips_nothing() {
+    let env = TestEnv::start("recreated").await;
+    let first = events(1, 30, 3);
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let mut conn = env.conn().await;
+    for chunk in first.chunks(10) {
+        insert_tx(&mut conn, chunk, true).await;
+    }
+    env.wait_for_count(30, Duration::from_secs(30)).await;
+    connector.stop().await.unwrap();
+
+    // A fresh server (same server_id, lower binlog positions) and a fresh checkpoint, but the
+    // stream keeps its messages: nothing of the new server may be taken as already stored.
+    let fresh = MariaDb::start_with(1, &[]);
+    let mut root = mysql_async::Conn::from_url(fresh.root_url()).await.unwrap();
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!(
+            "CREATE DATABASE recreated; USE recreated; {}; CREATE USER cdc@'%' IDENTIFIED BY '{CDC_PASSWORD}';
+             GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO cdc@'%'; GRANT SELECT ON recreated.* TO cdc@'%'",
+            outbox_ddl()
+        ),
+    )
+    .await
+    .unwrap();
+    std::fs::remove_file(env.checkpoint_path()).unwrap();
+    let toml = env.config_toml(None).replace(
+        &env.db.url_for("cdc", CDC_PASSWORD),
+        &fresh.url_for("cdc", CDC_PASSWORD),
+    );
+    let connector = InProcess::start(env.config_from(&toml));
+    wait_for_file(&env.checkpoint_path()).await;
+    let second = events(31, 5, 1);
+    let mut fresh_conn = mysql_async::Conn::from_url(format!("{}/recreated", fresh.root_url()))
+        .await
+        .unwrap();
+    insert_tx(&mut fresh_conn, &second, true).await;
+    env.wait_for_count(35, Duration::from_secs(30)).await;
+    connector.stop().await.unwrap();
+    let all: Vec<TestEvent> = first.iter().chain(&second).cloned().collect();
+    assert_exactly_once_in_order(&env.stored_messages().await, &all);
+}
