@@ -180,6 +180,7 @@ pub async fn run_with(
 
     let mut acked = match store.load()? {
         Some(cp) if !options.reset_checkpoint => {
+            check_same_server(&cp, facts.identity.as_deref(), &config)?;
             info!(position = %cp.position, "resuming from checkpoint");
             cp
         }
@@ -212,6 +213,7 @@ pub async fn run_with(
         tables: prepared.tables.clone(),
         flavor,
         heartbeat: Duration::from_millis(config.source.heartbeat_ms),
+        identity: facts.identity.clone(),
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
     let mut backoff = BACKOFF_MIN;
@@ -257,6 +259,27 @@ pub async fn run_with(
     publisher.drain().await;
     info!(position = %acked.position, "stopped");
     result
+}
+
+/// A checkpoint's file position means nothing on another server: refuse it there unless it
+/// carries a GTID position to resume by (a failover).
+fn check_same_server(cp: &Checkpoint, current: Option<&str>, config: &Config) -> Result<(), Error> {
+    match (&cp.server, current) {
+        (Some(theirs), Some(ours)) if theirs != ours => {
+            if cp.has_gtid_position() {
+                info!(checkpoint_server = %theirs, server = %ours, "checkpoint from another server of the topology; resuming by GTID");
+                Ok(())
+            } else {
+                Err(crate::checkpoint::CheckpointError::OtherServer {
+                    path: config.checkpoint.path.clone(),
+                    checkpoint_server: theirs.clone(),
+                    current_server: ours.to_owned(),
+                }
+                .into())
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One run of the three stages from `acked`. Returns the first error (if any) and the last

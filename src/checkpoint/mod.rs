@@ -34,15 +34,25 @@ pub struct Checkpoint {
     /// MySQL GTID set executed up to `position`, when known; MySQL resumes by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<MysqlGtidSet>,
+    /// The server `position` belongs to (`@@server_uid` / `@@server_uuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl Checkpoint {
+    /// Whether resuming can use a GTID position (valid on any server of the topology).
+    pub fn has_gtid_position(&self) -> bool {
+        self.gtid.as_ref().is_some_and(|g| !g.is_empty())
+            || self.gtid_set.as_ref().is_some_and(|g| !g.is_empty())
+    }
+
     pub fn new(position: BinlogPosition, gtid: Option<MariadbGtidList>) -> Self {
         Self {
             version: CHECKPOINT_VERSION,
             position,
             gtid,
             gtid_set: None,
+            server: None,
         }
     }
 }
@@ -65,6 +75,14 @@ pub enum CheckpointError {
         "checkpoint file {path} is in use by another binlog-outbox process (lock {lock}); two connectors must never share a checkpoint"
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "checkpoint file {path} was written for server {checkpoint_server}, but source.url is server {current_server}, and it holds no GTID position to resume by; point source.url back, or move the checkpoint away (or run --reset-checkpoint) to start from source.start"
+    )]
+    OtherServer {
+        path: PathBuf,
+        checkpoint_server: String,
+        current_server: String,
+    },
     #[error(
         "checkpoint file {path} has format version {found}, this build reads version {CHECKPOINT_VERSION}"
     )]

@@ -100,6 +100,7 @@ async fn replay_from(
         tables,
         flavor: flavor::Flavor::from_version("8.0.36"),
         heartbeat: Duration::from_secs(5),
+        identity: None,
     };
     let start = Checkpoint {
         gtid_set,

@@ -67,6 +67,8 @@ pub struct SourceSettings {
     pub flavor: flavor::Flavor,
     /// Heartbeat period requested from the server while the binlog is idle.
     pub heartbeat: Duration,
+    /// The server's identity (`@@server_uid` / `@@server_uuid`), recorded in checkpoints.
+    pub identity: Option<String>,
 }
 
 /// Where the table maps of the events being handled are kept (the binlog stream's reader
@@ -383,6 +385,7 @@ impl BinlogSource {
         SourceMessage::TransactionEnd(Checkpoint {
             gtid: (!self.gtid.is_empty()).then(|| self.gtid.clone()),
             gtid_set: self.mysql_gtids.clone(),
+            server: self.settings.identity.clone(),
             ..Checkpoint::new(position, None)
         })
     }

@@ -217,3 +217,28 @@ async fn row_with_an_invalid_subject_value_stops_the_connector_before_checkpoint
     assert!(again.to_string().contains(bad_id));
     assert_eq!(checkpoint_position(&env.checkpoint_path()), before_bad);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting_from_latest() {
+    let env = TestEnv::start("bad_checkpoint").await;
+    std::fs::create_dir_all(env.checkpoint_path().parent().unwrap()).unwrap();
+    let cases = [
+        ("{\"version\":1,\"position\":\"mariadb-bin.0000", "corrupt"),
+        ("", "corrupt"),
+        ("{\"version\":7,\"position\":\"mariadb-bin.000001:4\"}", "format version 7"),
+        (
+            "{\"version\":1,\"position\":\"mariadb-bin.000001:4\",\"server\":\"another-server\"}",
+            "was written for server another-server",
+        ),
+    ];
+    for (content, expected) in cases {
+        std::fs::write(env.checkpoint_path(), content).unwrap();
+        let msg = InProcess::start(env.config(None))
+            .join(Duration::from_secs(30))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(expected), "{content:?}: {msg}");
+        assert_eq!(std::fs::read_to_string(env.checkpoint_path()).unwrap(), content, "left as found");
+    }
+}

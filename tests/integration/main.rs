@@ -15,3 +15,4 @@ mod recovery;
 mod restart;
 mod server_settings;
 mod types;
+mod crash;
