@@ -170,14 +170,6 @@ pub async fn run_with(
 
     info!(server = %facts.version, "source server");
     let flavor = source::flavor::Flavor::from_version(&facts.version);
-    let mut publisher = Publisher::connect(&config.nats).await?;
-    if let Some(identity) = &facts.identity {
-        publisher.set_source_identity(identity);
-    }
-    for (stream, filters) in &prepared.streams {
-        publisher.ensure_stream(stream, filters).await?;
-    }
-
     let mut acked = match store.load()? {
         Some(cp) if !options.reset_checkpoint => {
             check_same_server(&cp, facts.identity.as_deref(), &config)?;
@@ -188,8 +180,9 @@ pub async fn run_with(
             if let Some(old) = existing {
                 warn!(checkpoint = %old.position, start = %config.source.start, "--reset-checkpoint: ignoring the checkpoint and starting at source.start");
             }
-            let cp =
+            let mut cp =
                 source::resolve_start(&prepared.endpoint, flavor, &config.source.start).await?;
+            cp.server = facts.identity.clone();
             info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
             // Persist the start right away: a crash before the first event must not move a
             // `latest` start past events committed in between.
@@ -205,6 +198,14 @@ pub async fn run_with(
         if acked.gtid.is_some() {
             store.save(&acked)?;
         }
+    }
+
+    // The start is saved: NATS may now take its time to come up.
+    let Some(mut publisher) = connect_nats(&config, &prepared, &cancel).await? else {
+        return Ok(());
+    };
+    if let Some(identity) = &facts.identity {
+        publisher.set_source_identity(identity);
     }
 
     let settings = SourceSettings {
@@ -259,6 +260,37 @@ pub async fn run_with(
     publisher.drain().await;
     info!(position = %acked.position, "stopped");
     result
+}
+
+/// Connects to NATS and provisions the streams, retrying with backoff while NATS is
+/// unreachable. `None` when cancelled first.
+async fn connect_nats(
+    config: &Config,
+    prepared: &Prepared,
+    cancel: &CancellationToken,
+) -> Result<Option<Publisher>, Error> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            let publisher = Publisher::connect(&config.nats).await?;
+            for (stream, filters) in &prepared.streams {
+                publisher.ensure_stream(stream, filters).await?;
+            }
+            Ok::<_, Error>(publisher)
+        };
+        match attempt.await {
+            Ok(publisher) => return Ok(Some(publisher)),
+            Err(err) if err.policy() == Policy::Retry => {
+                warn!(error = %preflight::error_chain(&err), retry_in_ms = backoff.as_millis() as u64, "NATS unavailable, retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// A checkpoint's file position means nothing on another server: refuse it there unless it

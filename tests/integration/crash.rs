@@ -9,7 +9,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next_in(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         lo + (self.0 >> 33) % (hi - lo)
     }
 }
@@ -42,11 +45,15 @@ async fn twelve_kills_at_random_moments_lose_nothing_duplicate_nothing_reorder_n
         connector = Binary::start(&config, &log);
     }
     writer.await.unwrap();
-    env.wait_for_count(all.len() as u64, Duration::from_secs(120)).await;
+    env.wait_for_count(all.len() as u64, Duration::from_secs(120))
+        .await;
     let end = master_position(&env).await;
     let start = std::time::Instant::now();
     while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(start.elapsed() < Duration::from_secs(60), "checkpoint never caught up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "checkpoint never caught up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(connector.terminate().success());

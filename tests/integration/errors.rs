@@ -225,7 +225,10 @@ async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting
     let cases = [
         ("{\"version\":1,\"position\":\"mariadb-bin.0000", "corrupt"),
         ("", "corrupt"),
-        ("{\"version\":7,\"position\":\"mariadb-bin.000001:4\"}", "format version 7"),
+        (
+            "{\"version\":7,\"position\":\"mariadb-bin.000001:4\"}",
+            "format version 7",
+        ),
         (
             "{\"version\":1,\"position\":\"mariadb-bin.000001:4\",\"server\":\"another-server\"}",
             "was written for server another-server",
@@ -239,6 +242,10 @@ async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting
             .unwrap_err()
             .to_string();
         assert!(msg.contains(expected), "{content:?}: {msg}");
-        assert_eq!(std::fs::read_to_string(env.checkpoint_path()).unwrap(), content, "left as found");
+        assert_eq!(
+            std::fs::read_to_string(env.checkpoint_path()).unwrap(),
+            content,
+            "left as found"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod crash;
 mod delivery;
 mod demo;
 mod errors;
@@ -15,4 +16,3 @@ mod recovery;
 mod restart;
 mod server_settings;
 mod types;
-mod crash;

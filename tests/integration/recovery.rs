@@ -257,3 +257,53 @@ async fn heartbeats_keep_an_idle_connection_and_a_frozen_server_is_detected_and_
     assert!(connector.terminate().success());
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_started_while_nats_is_down_waits_for_it_and_loses_nothing() {
+    let mut env = TestEnv::start("nats_down").await;
+    env.nats.stop();
+    let connector = InProcess::start(env.config(None));
+    // The start position is saved before NATS is needed, so what commits now is not skipped.
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 40, 4);
+    let mut conn = env.conn().await;
+    for chunk in e.chunks(8) {
+        insert_tx(&mut conn, chunk, true).await;
+    }
+    env.nats.start_again();
+    env.wait_for_count(40, Duration::from_secs(60)).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_frozen_longer_than_the_ack_timeout_is_survived_in_order() {
+    let mut env = TestEnv::start("nats_frozen").await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+    let e = events(1, 600, 6);
+    let mut conn = env.conn().await;
+    for chunk in e[..300].chunks(10) {
+        insert_tx(&mut conn, chunk, true).await;
+    }
+    env.wait_for_count(100, Duration::from_secs(30)).await;
+    // Longer than ack_timeout_ms (2 s): publishes in flight end with "outcome unknown".
+    env.nats.signal("-STOP");
+    for chunk in e[300..].chunks(10) {
+        insert_tx(&mut conn, chunk, false).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.nats.signal("-CONT");
+    env.wait_for_count(600, Duration::from_secs(90)).await;
+    let end = master_position(&env).await;
+    let start = std::time::Instant::now();
+    while checkpoint_position(&env.checkpoint_path()) < end {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "checkpoint never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}

@@ -246,6 +246,26 @@ impl Nats {
         });
     }
 
+    /// Kills the server (SIGKILL); [`Nats::start_again`] brings it back.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c, "-KILL");
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a stopped server again on the same port and store.
+    pub fn start_again(&mut self) {
+        self.start_process();
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server.
+    pub fn signal(&mut self, signal: &str) {
+        if let Some(c) = self.child.as_mut() {
+            kill(c, signal);
+        }
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
