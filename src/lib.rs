@@ -38,3 +38,6 @@ pub mod route;
 pub mod secret;
 pub mod source;
 pub mod telemetry;
+
+#[cfg(test)]
+mod property_tests;

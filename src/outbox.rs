@@ -250,20 +250,33 @@ impl ResolvedTable {
         if id.is_empty() {
             return Err(bad(format!("id column `{}` is empty", cols.id)));
         }
+        // Header values travel on one line: a line break would end the header block early.
+        let header_safe = |value: String, col: &str| {
+            if value.contains(['\r', '\n']) {
+                Err(bad(format!(
+                    "column `{col}` contains a line break, which a message header cannot carry"
+                )))
+            } else {
+                Ok(value)
+            }
+        };
+        let id = header_safe(id, &cols.id)?;
         let text = |idx: usize, col: &str| {
-            cells[idx]
+            let value = cells[idx]
                 .render()
-                .ok_or_else(|| bad(format!("column `{col}` is NULL")))
+                .ok_or_else(|| bad(format!("column `{col}` is NULL")))?;
+            header_safe(value, col)
         };
         let aggregate_type = text(self.aggregate_type, &cols.aggregate_type)?;
         let aggregate_id = text(self.aggregate_id, &cols.aggregate_id)?;
         let event_type = text(self.event_type, &cols.event_type)?;
         let timestamp = self.timestamp.and_then(|i| cells[i].render());
-        let headers = self
-            .headers
-            .iter()
-            .filter_map(|(h, i)| Some((Arc::clone(h), cells[*i].render()?)))
-            .collect();
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, i) in &self.headers {
+            if let Some(value) = cells[*i].render() {
+                headers.push((Arc::clone(name), header_safe(value, name)?));
+            }
+        }
         let payload = std::mem::replace(&mut cells[self.payload], Cell::Null)
             .into_body()
             .ok_or_else(|| bad(format!("payload column `{}` is NULL", cols.payload)))?;
@@ -403,6 +416,22 @@ mod tests {
         assert_eq!(err.id, "00010203-0405-0607-0809-0a0b0c0d0e0f");
         assert_eq!(err.position, "bin.000001:500#2");
         assert!(err.to_string().contains("whitespace"), "{err}");
+    }
+
+    #[test]
+    fn line_breaks_in_header_values_are_bad_rows_not_header_injection() {
+        let t = table("a.{type}", &[("Tenant", "tenant")]);
+        let r = t.resolve(&columns()).unwrap();
+        let mut cells = row("Order");
+        cells[2] = Cell::Text("42\r\nNats-Msg-Id: forged".into());
+        let err = r.event(cells, pos()).unwrap_err();
+        assert!(
+            err.reason.contains("line break") && err.reason.contains("aggregateid"),
+            "{err}"
+        );
+        let mut cells = row("Order");
+        cells[6] = Cell::Text("acme\n".into());
+        assert!(r.event(cells, pos()).unwrap_err().reason.contains("Tenant"));
     }
 
     #[test]
