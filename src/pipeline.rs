@@ -338,16 +338,9 @@ async fn run_stages(
     let (acked_tx, acked_rx) = watch::channel(Some(acked.clone()));
 
     let source = BinlogSource::new(settings.clone(), &acked);
-    let source_task = tracker.spawn({
-        let stages = stages.clone();
-        async move {
-            let result = source.run(tx, stages.clone()).await;
-            if result.is_err() {
-                stages.cancel();
-            }
-            result
-        }
-    });
+    // When the source fails it drops its sender: the publisher still publishes what was read
+    // before the failure (complete transactions get checkpointed), then ends.
+    let source_task = tracker.spawn(source.run(tx, stages.clone()));
     let writer_task = tracker.spawn(writer::run(store, acked_rx, Some(acked.clone())));
     tracker.close();
 

@@ -56,6 +56,15 @@ async fn twelve_kills_at_random_moments_lose_nothing_duplicate_nothing_reorder_n
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(connector.terminate().success());
+    // The last connector may have been started a moment ago: let it get going before SIGTERM.
+    connector.wait_until_reading().await;
+    let status = connector.terminate();
+    let log = std::fs::read_to_string(&log).unwrap();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    assert!(
+        status.success(),
+        "exit {status}; log tail (newest first):\n{}",
+        tail.join("\n")
+    );
     assert_exactly_once_in_order(&env.stored_messages().await, &all);
 }

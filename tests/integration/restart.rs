@@ -45,6 +45,7 @@ async fn killing_the_connector_mid_stream_loses_nothing_and_stores_nothing_twice
     // Give a wrongly republishing connector the chance to store duplicates before we look.
     let end = master_position(&env).await;
     wait_until_checkpoint(&env, &end).await;
+    connector.wait_until_reading().await;
     let status = connector.terminate();
     assert!(
         status.success(),

@@ -279,6 +279,7 @@ impl InProcess {
 /// The `binlog-outbox` binary running as a child process.
 pub struct Binary {
     child: Child,
+    log: PathBuf,
 }
 
 impl Binary {
@@ -292,7 +293,26 @@ impl Binary {
             .stderr(stderr)
             .spawn()
             .expect("binary starts");
-        Self { child }
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Waits until this process reads the binlog (its log says so). A SIGTERM before the
+    /// signal handler is installed would kill it with the default action.
+    pub async fn wait_until_reading(&self) {
+        let began = Instant::now();
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("reading binlog")
+        {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "connector never started reading"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.
