@@ -33,6 +33,8 @@ fn bench(c: &mut Criterion) {
         },
         headers: Default::default(),
         stream: None,
+        on_bad_row: Default::default(),
+        dead_letter_subject: binlog_outbox::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
     };
     let table = Arc::new(OutboxTable::from_config(&config).unwrap());
     let columns: Vec<String> = [

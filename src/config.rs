@@ -147,6 +147,31 @@ pub struct OutboxTableConfig {
     /// Stream for this table's events; `nats.stream` when unset.
     #[serde(default)]
     pub stream: Option<String>,
+    /// What to do with a row that cannot become a message.
+    #[serde(default)]
+    pub on_bad_row: BadRowPolicy,
+    /// Where `dead_letter` sends bad rows (in this table's stream).
+    #[serde(default = "default_dead_letter_subject")]
+    pub dead_letter_subject: String,
+}
+
+/// Policy for rows that cannot become a message (NULL or empty payload, NULL id, a value that
+/// makes an invalid subject or header, a message above the server's max_payload).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRowPolicy {
+    /// Stop with an error naming table, id and position; nothing is checkpointed past the row.
+    #[default]
+    Fail,
+    /// Publish the row to `dead_letter_subject` with the reason in a header, then continue.
+    DeadLetter,
+}
+
+/// Dead-letter subject unless configured.
+pub const DEFAULT_DEAD_LETTER_SUBJECT: &str = "outbox.deadletter";
+
+fn default_dead_letter_subject() -> String {
+    DEFAULT_DEAD_LETTER_SUBJECT.into()
 }
 
 impl OutboxTableConfig {
@@ -356,6 +381,16 @@ impl Config {
             }
             if let Err(e) = SubjectTemplate::parse(&table.subject) {
                 problems.push(format!("{at}.subject: {e}"));
+            }
+            let dead_letter = SubjectTemplate::parse(&table.dead_letter_subject);
+            if !dead_letter
+                .as_ref()
+                .is_ok_and(|t| !t.filter().contains('*'))
+            {
+                problems.push(format!(
+                    "{at}.dead_letter_subject: {:?} must be a plain subject without placeholders",
+                    table.dead_letter_subject
+                ));
             }
             for (field, column) in table.columns.mapped() {
                 if column.trim().is_empty() {

@@ -67,6 +67,10 @@ pub struct OutboxEvent {
     /// The stream the event belongs in.
     pub stream: Arc<str>,
     pub position: RowPosition,
+    /// Dead-letter subject of the table, when its bad rows go there instead of stopping.
+    pub dead_letter: Option<Arc<str>>,
+    /// Set on dead-letter messages: why the row could not be published normally.
+    pub dead_letter_reason: Option<String>,
 }
 
 /// A configured outbox table.
@@ -78,6 +82,8 @@ pub struct OutboxTable {
     pub qualified: Arc<str>,
     /// The stream this table publishes to (empty until [`OutboxTable::with_stream`]).
     pub stream: Arc<str>,
+    /// Dead-letter subject when the table's policy is `dead_letter`.
+    pub dead_letter: Option<Arc<str>>,
     pub config: OutboxTableConfig,
     pub subject: SubjectTemplate,
 }
@@ -126,6 +132,8 @@ impl OutboxTable {
             table: table.into(),
             qualified: format!("{schema}.{table}").into(),
             stream: "".into(),
+            dead_letter: (config.on_bad_row == crate::config::BadRowPolicy::DeadLetter)
+                .then(|| config.dead_letter_subject.as_str().into()),
             subject: SubjectTemplate::parse(&config.subject)?,
             config: config.clone(),
         })
@@ -280,6 +288,9 @@ impl ResolvedTable {
         let payload = std::mem::replace(&mut cells[self.payload], Cell::Null)
             .into_body()
             .ok_or_else(|| bad(format!("payload column `{}` is NULL", cols.payload)))?;
+        if payload.is_empty() {
+            return Err(bad(format!("payload column `{}` is empty", cols.payload)));
+        }
         let mut event = OutboxEvent {
             id,
             aggregate_type,
@@ -294,6 +305,8 @@ impl ResolvedTable {
             qualified_table: Arc::clone(&self.table.qualified),
             stream: Arc::clone(&self.table.stream),
             position,
+            dead_letter: self.table.dead_letter.clone(),
+            dead_letter_reason: None,
         };
         event.subject = self
             .table
@@ -301,6 +314,48 @@ impl ResolvedTable {
             .render(&event)
             .map_err(|e| bad(e.to_string()))?;
         Ok(event)
+    }
+}
+
+impl ResolvedTable {
+    /// The dead-letter message for a bad row: the payload as stored (empty when NULL or
+    /// unusable), the reason in a header, a dedup id derived from the row id (or, without one,
+    /// from the row's position) so that a replay does not store it twice.
+    pub fn dead_letter_event(
+        &self,
+        subject: &Arc<str>,
+        payload: Option<Vec<u8>>,
+        position: RowPosition,
+        bad: &BadRow,
+    ) -> OutboxEvent {
+        let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+        let base = if bad.id == "NULL" || bad.id.contains(['\r', '\n']) {
+            position.to_string()
+        } else {
+            bad.id.clone()
+        };
+        OutboxEvent {
+            id: format!("{base}:dead-letter"),
+            aggregate_type: String::new(),
+            aggregate_id: String::new(),
+            event_type: String::new(),
+            payload: payload.unwrap_or_default(),
+            timestamp: None,
+            headers: Vec::new(),
+            subject: subject.to_string(),
+            schema: Arc::clone(&self.table.schema),
+            table: Arc::clone(&self.table.table),
+            qualified_table: Arc::clone(&self.table.qualified),
+            stream: Arc::clone(&self.table.stream),
+            position,
+            dead_letter: None,
+            dead_letter_reason: Some(one_line(&bad.reason)),
+        }
+    }
+
+    /// Column index of the payload.
+    pub fn payload_column(&self) -> usize {
+        self.payload
     }
 }
 
@@ -335,6 +390,8 @@ mod tests {
                 .map(|(h, c)| (h.to_string(), c.to_string()))
                 .collect(),
             stream: None,
+            on_bad_row: Default::default(),
+            dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
         };
         Arc::new(OutboxTable::from_config(&config).unwrap())
     }

@@ -66,9 +66,11 @@ fn prepare(config: &Config) -> Result<Prepared, Error> {
         let filters = streams
             .entry(config.stream_of(table_config).to_owned())
             .or_default();
-        let filter = table.subject.filter();
-        if !filters.contains(&filter) {
-            filters.push(filter);
+        let dead_letter = table.dead_letter.as_deref().map(str::to_owned);
+        for filter in std::iter::once(table.subject.filter()).chain(dead_letter) {
+            if !filters.contains(&filter) {
+                filters.push(filter);
+            }
         }
     }
     Ok(Prepared {

@@ -20,6 +20,8 @@ fn table(subject: &str) -> Arc<OutboxTable> {
         columns: ColumnMapping::default(),
         headers: [("Tenant".to_string(), "tenant".to_string())].into(),
         stream: None,
+        on_bad_row: Default::default(),
+        dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
     };
     Arc::new(OutboxTable::from_config(&config).unwrap())
 }

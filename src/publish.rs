@@ -24,7 +24,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::NatsConfig;
@@ -50,6 +50,8 @@ pub mod headers {
     /// Identity of the source server the row was read from (`@@server_uid` on MariaDB,
     /// `@@server_uuid` on MySQL).
     pub const SOURCE_SERVER: &str = "Outbox-Source-Server";
+    /// On dead-letter messages: why the row could not be published normally.
+    pub const DEAD_LETTER_REASON: &str = "Outbox-Dead-Letter-Reason";
     /// The mapped timestamp column, when configured.
     pub const TIMESTAMP: &str = "Outbox-Timestamp";
 }
@@ -317,6 +319,25 @@ impl Publisher {
         &self,
         event: OutboxEvent,
     ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
+        let max = self.max_payload();
+        if event.payload.len() >= max
+            && let Some(dead_letter) = event.dead_letter.clone()
+        {
+            let reason = format!(
+                "message of {} bytes exceeds the NATS server's max_payload of {max} bytes",
+                event.payload.len()
+            );
+            warn!(id = %event.id, position = %event.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
+            let dead = OutboxEvent {
+                id: format!("{}:dead-letter", event.id),
+                payload: Vec::new(),
+                subject: dead_letter.to_string(),
+                dead_letter: None,
+                dead_letter_reason: Some(reason),
+                ..event
+            };
+            return Box::pin(self.publish(dead)).await;
+        }
         let mut headers = event_headers(&event);
         if let Some(identity) = &self.source_identity {
             headers.insert(headers::SOURCE_SERVER, identity.as_str());
@@ -387,6 +408,9 @@ pub fn event_headers(event: &OutboxEvent) -> HeaderMap {
     );
     if let Some(ts) = &event.timestamp {
         h.insert(headers::TIMESTAMP, ts.as_str());
+    }
+    if let Some(reason) = &event.dead_letter_reason {
+        h.insert(headers::DEAD_LETTER_REASON, reason.as_str());
     }
     for (name, value) in &event.headers {
         h.insert(&**name, value.as_str());

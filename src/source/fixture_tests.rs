@@ -87,6 +87,8 @@ async fn replay_from(
                 columns: columns.clone(),
                 headers: Default::default(),
                 stream: None,
+                on_bad_row: Default::default(),
+                dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
             };
             Arc::new(OutboxTable::from_config(&config).unwrap())
         })

@@ -30,7 +30,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::cell::Cell;
 use crate::checkpoint::Checkpoint;
@@ -500,7 +500,22 @@ impl BinlogSource {
                         .map_err(decode_err)?,
                 );
             }
-            let event = map.resolved.event(cells, position)?;
+            let dead_letter = map.resolved.table().dead_letter.clone();
+            let payload = dead_letter
+                .as_ref()
+                .map(|_| cells[map.resolved.payload_column()].clone());
+            let event = match map.resolved.event(cells, position.clone()) {
+                Ok(event) => event,
+                Err(bad) => match &dead_letter {
+                    Some(subject) => {
+                        warn!(table = %bad.table, id = %bad.id, position = %bad.position, reason = %bad.reason, dead_letter = %subject, "bad row sent to the dead-letter subject");
+                        let payload = payload.and_then(Cell::into_body);
+                        map.resolved
+                            .dead_letter_event(subject, payload, position, &bad)
+                    }
+                    None => return Err(bad.into()),
+                },
+            };
             out.push(SourceMessage::Event(Box::new(event)));
         }
         self.events_in_transaction += out.len();

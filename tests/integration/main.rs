@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bad_rows;
 mod crash;
 mod delivery;
 mod demo;
