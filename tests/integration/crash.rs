@@ -47,15 +47,7 @@ async fn twelve_kills_at_random_moments_lose_nothing_duplicate_nothing_reorder_n
     writer.await.unwrap();
     env.wait_for_count(all.len() as u64, Duration::from_secs(120))
         .await;
-    let end = master_position(&env).await;
-    let start = std::time::Instant::now();
-    while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "checkpoint never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint_at_end(&env).await;
     // The last connector may have been started a moment ago: let it get going before SIGTERM.
     connector.wait_until_reading().await;
     let status = connector.terminate();

@@ -35,15 +35,7 @@ async fn a_transaction_of_500k_outbox_rows_streams_through_with_bounded_memory()
     conn.query_drop("COMMIT").await.unwrap();
 
     env.wait_for_count(ROWS, Duration::from_secs(300)).await;
-    let end = master_position(&env).await;
-    let start = std::time::Instant::now();
-    while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "checkpoint never reached {end}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_checkpoint_at_end(&env).await;
     let peak = connector.peak_rss_bytes();
     assert!(connector.terminate().success());
     eprintln!(

@@ -56,15 +56,7 @@ async fn database_and_nats_restarts_mid_stream_lose_nothing_and_store_nothing_tw
 
     env.wait_for_count(all.len() as u64, Duration::from_secs(90))
         .await;
-    let end = master_position(&env).await;
-    let start = std::time::Instant::now();
-    while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "checkpoint never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint_at_end(&env).await;
     connector
         .stop()
         .await
@@ -295,15 +287,7 @@ async fn nats_frozen_longer_than_the_ack_timeout_is_survived_in_order() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     env.nats.signal("-CONT");
     env.wait_for_count(600, Duration::from_secs(90)).await;
-    let end = master_position(&env).await;
-    let start = std::time::Instant::now();
-    while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "checkpoint never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint_at_end(&env).await;
     connector.stop().await.expect("clean shutdown");
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }

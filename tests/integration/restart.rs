@@ -43,8 +43,7 @@ async fn killing_the_connector_mid_stream_loses_nothing_and_stores_nothing_twice
     env.wait_for_count(all.len() as u64, Duration::from_secs(60))
         .await;
     // Give a wrongly republishing connector the chance to store duplicates before we look.
-    let end = master_position(&env).await;
-    wait_until_checkpoint(&env, &end).await;
+    wait_for_checkpoint_at_end(&env).await;
     connector.wait_until_reading().await;
     let status = connector.terminate();
     assert!(
@@ -98,22 +97,6 @@ async fn sigterm_waits_for_acks_saves_the_checkpoint_and_exits_zero() {
     assert!(log.contains("resuming from checkpoint"), "{log}");
 }
 
-/// Waits until the checkpoint file reaches `target`.
-async fn wait_until_checkpoint(env: &TestEnv, target: &binlog_outbox::position::BinlogPosition) {
-    let start = std::time::Instant::now();
-    loop {
-        if env.checkpoint_path().exists() && checkpoint_position(&env.checkpoint_path()) >= *target
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "checkpoint never reached {target}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connector_on_the_same_checkpoint_refuses_to_start() {
     let env = TestEnv::start("second_instance").await;
@@ -158,15 +141,7 @@ async fn events_stored_before_a_lost_checkpoint_are_not_stored_again_after_the_d
     let connector = InProcess::start(env.config_from(&toml));
     insert_tx(&mut conn, &e[20..], false).await;
     env.wait_for_count(30, Duration::from_secs(30)).await;
-    let end = master_position(&env).await;
-    let start = std::time::Instant::now();
-    while checkpoint_position(&env.checkpoint_path()) < end {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "checkpoint never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_checkpoint_at_end(&env).await;
     connector.stop().await.unwrap();
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }

@@ -516,6 +516,21 @@ pub fn checkpoint_position(path: &Path) -> binlog_outbox::position::BinlogPositi
         .position
 }
 
+/// Waits until the checkpoint reaches the server's current end of binlog (everything
+/// committed so far is acknowledged), and returns that position.
+pub async fn wait_for_checkpoint_at_end(env: &TestEnv) -> binlog_outbox::position::BinlogPosition {
+    let end = master_position(env).await;
+    let start = Instant::now();
+    while !env.checkpoint_path().exists() || checkpoint_position(&env.checkpoint_path()) < end {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "checkpoint never reached {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    end
+}
+
 /// The server's current end of binlog.
 pub async fn master_position(env: &TestEnv) -> binlog_outbox::position::BinlogPosition {
     let mut c = env.root_conn().await;
