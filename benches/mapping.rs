@@ -25,16 +25,11 @@ fn row(payload_bytes: usize) -> Vec<Cell> {
 
 fn bench(c: &mut Criterion) {
     let config = OutboxTableConfig {
-        table: "shop.outbox".into(),
-        subject: "outbox.event.{aggregatetype}".into(),
         columns: ColumnMapping {
             timestamp: Some("created_at".into()),
             ..ColumnMapping::default()
         },
-        headers: Default::default(),
-        stream: None,
-        on_bad_row: Default::default(),
-        dead_letter_subject: binlog_outbox::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
+        ..OutboxTableConfig::new("shop.outbox", "outbox.event.{aggregatetype}")
     };
     let table = Arc::new(OutboxTable::from_config(&config).unwrap());
     let columns: Vec<String> = [

@@ -175,6 +175,19 @@ fn default_dead_letter_subject() -> String {
 }
 
 impl OutboxTableConfig {
+    /// A table with every optional setting at its default.
+    pub fn new(table: &str, subject: &str) -> Self {
+        Self {
+            table: table.into(),
+            subject: subject.into(),
+            columns: ColumnMapping::default(),
+            headers: BTreeMap::new(),
+            stream: None,
+            on_bad_row: BadRowPolicy::default(),
+            dead_letter_subject: default_dead_letter_subject(),
+        }
+    }
+
     /// `(schema, table)` from `schema.table`; `None` if malformed (reported by `validate`).
     pub fn schema_and_table(&self) -> Option<(&str, &str)> {
         let (schema, table) = self.table.split_once('.')?;

@@ -379,8 +379,6 @@ mod tests {
 
     fn table(subject: &str, headers: &[(&str, &str)]) -> Arc<OutboxTable> {
         let config = OutboxTableConfig {
-            table: "shop.outbox".into(),
-            subject: subject.into(),
             columns: ColumnMapping {
                 timestamp: Some("created_at".into()),
                 ..ColumnMapping::default()
@@ -389,9 +387,7 @@ mod tests {
                 .iter()
                 .map(|(h, c)| (h.to_string(), c.to_string()))
                 .collect(),
-            stream: None,
-            on_bad_row: Default::default(),
-            dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
+            ..OutboxTableConfig::new("shop.outbox", subject)
         };
         Arc::new(OutboxTable::from_config(&config).unwrap())
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::cell::Cell;
-use crate::config::{ColumnMapping, OutboxTableConfig};
+use crate::config::OutboxTableConfig;
 use crate::outbox::{OutboxTable, RowPosition};
 use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet};
 use crate::publish::event_headers;
@@ -15,13 +15,8 @@ use crate::route::{SubjectTemplate, subject_covers};
 
 fn table(subject: &str) -> Arc<OutboxTable> {
     let config = OutboxTableConfig {
-        table: "shop.outbox".into(),
-        subject: subject.into(),
-        columns: ColumnMapping::default(),
         headers: [("Tenant".to_string(), "tenant".to_string())].into(),
-        stream: None,
-        on_bad_row: Default::default(),
-        dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
+        ..OutboxTableConfig::new("shop.outbox", subject)
     };
     Arc::new(OutboxTable::from_config(&config).unwrap())
 }

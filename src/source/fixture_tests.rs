@@ -82,13 +82,8 @@ async fn replay_from(
         .iter()
         .map(|(table, subject, columns)| {
             let config = OutboxTableConfig {
-                table: (*table).into(),
-                subject: (*subject).into(),
                 columns: columns.clone(),
-                headers: Default::default(),
-                stream: None,
-                on_bad_row: Default::default(),
-                dead_letter_subject: crate::config::DEFAULT_DEAD_LETTER_SUBJECT.into(),
+                ..OutboxTableConfig::new(table, subject)
             };
             Arc::new(OutboxTable::from_config(&config).unwrap())
         })

@@ -53,6 +53,14 @@ fn kill(child: &mut Child, signal: &str) {
         .status();
 }
 
+/// Kills the process (SIGKILL) and reaps it; nothing when it is not running.
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        kill(&mut c, "-KILL");
+        let _ = c.wait();
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -179,20 +187,14 @@ impl MariaDb {
 
     /// Kills the server (SIGKILL) and starts it again on the same port and data.
     pub fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
         self.start_process();
     }
 }
 
 impl Drop for MariaDb {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 
@@ -248,10 +250,7 @@ impl Nats {
 
     /// Kills the server (SIGKILL); [`Nats::start_again`] brings it back.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 
     /// Starts a stopped server again on the same port and store.
@@ -268,10 +267,7 @@ impl Nats {
 
     /// Kills the server (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
         self.start_process();
     }
 
@@ -287,9 +283,6 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c, "-KILL");
-            let _ = c.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
