@@ -258,6 +258,12 @@ pub struct NatsConfig {
     pub ack_timeout_ms: u64,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Only this connector publishes into its streams. Each message then asks JetStream to
+    /// store it only right after the previous one (`Nats-Expected-Last-Msg-Id`), so a lost
+    /// message can never be overtaken by a later one. Set to false when other publishers
+    /// share a stream; a lost message may then be stored after later ones on retry.
+    #[serde(default = "default_true")]
+    pub exclusive_streams: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

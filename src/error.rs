@@ -138,6 +138,23 @@ pub enum PublishError {
         size: usize,
         max: usize,
     },
+    #[error(
+        "JetStream refused event {id} on {subject}: it was to follow {previous}, which is not the stream's last message (it was lost before, or another publisher writes to the stream; then set nats.exclusive_streams = false)"
+    )]
+    Overtaken {
+        id: String,
+        subject: String,
+        previous: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error("JetStream refused event {id} on {subject}")]
+    Refused {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
     #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
     Ack {
         id: String,
@@ -221,6 +238,8 @@ impl Error {
                 PublishError::Connect { .. }
                 | PublishError::Send { .. }
                 | PublishError::Ack { .. }
+                | PublishError::Overtaken { .. }
+                | PublishError::Refused { .. }
                 | PublishError::Unavailable { .. } => Policy::Retry,
                 PublishError::Stream { .. } => Policy::Fatal {
                     hint: "create or fix the stream so that it covers the configured subjects, or set nats.create_stream = true",

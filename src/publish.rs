@@ -8,6 +8,15 @@
 //! resumes from the last acknowledged transaction end and republishes in order, relying on
 //! dedup.
 //!
+//! Pipelining alone cannot keep the stream in order: when one message is lost (a dropped
+//! connection, a message the stream refuses) later ones may still be stored, and the lost one
+//! would land after them on retry. With `nats.exclusive_streams` (the default) each message
+//! but the first of a run carries `Nats-Expected-Last-Msg-Id` = the previous message of its
+//! stream, so JetStream refuses everything after a lost message until it is republished.
+//! JetStream checks dedup before that expectation, so republished duplicates pass; a message
+//! acked as a duplicate was not stored, so the chain skips it (remembered across runs in
+//! `known_duplicates`, for outbox ids that really repeat).
+//!
 //! At start, [`Publisher::ensure_stream`] creates the stream (when configured to) or verifies
 //! that an existing one covers every subject the templates can produce.
 
@@ -26,10 +35,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
 use crate::checkpoint::Checkpoint;
 use crate::config::NatsConfig;
 use crate::error::PublishError;
-use std::collections::HashMap;
 
 use crate::outbox::{OutboxEvent, RowPosition};
 use crate::route::subject_covers;
@@ -40,6 +51,8 @@ use crate::source::preflight::{Check, error_chain};
 pub mod headers {
     /// JetStream's dedup header; the outbox row's id.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// JetStream stores the message only if the stream's last message has this id.
+    pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
     pub const AGGREGATE_TYPE: &str = "Outbox-Aggregate-Type";
     pub const AGGREGATE_ID: &str = "Outbox-Aggregate-Id";
     pub const EVENT_TYPE: &str = "Outbox-Event-Type";
@@ -64,14 +77,20 @@ pub struct Publisher {
     /// Identity of the source server (`@@server_uid` / `@@server_uuid`), stamped on every
     /// message so that a restart can tell its own stored positions from another server's.
     source_identity: Option<String>,
+    /// Ids JetStream acknowledged as duplicates (not stored): the order chain must not expect
+    /// them as a stream's last message, in this run or the next one.
+    known_duplicates: Mutex<HashSet<String>>,
 }
+
+/// Bound on [`Publisher::known_duplicates`]; only outbox ids that really repeat stay in it.
+const MAX_KNOWN_DUPLICATES: usize = 100_000;
 
 /// Per stream, the source position of the last stored message of this source server: events
 /// at or before it are already in the stream (even if the dedup window has passed).
 pub type StoredThrough = HashMap<String, RowPosition>;
 
 enum Completion {
-    Acked,
+    Acked { id: String, duplicate: bool },
     TransactionEnd(Checkpoint),
 }
 
@@ -105,6 +124,7 @@ impl Publisher {
             js,
             config: config.clone(),
             source_identity: None,
+            known_duplicates: Mutex::default(),
         })
     }
 
@@ -277,6 +297,10 @@ impl Publisher {
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
             FuturesOrdered::new();
         let mut events_in_flight = 0usize;
+        // Per stream, the id of the last message sent that should be stored: the next one
+        // expects it. Empty at the start of a run, so the first message of each stream is
+        // unconditional (everything before it is acknowledged or will be republished first).
+        let mut chain: HashMap<Arc<str>, String> = HashMap::new();
         let mut reading = true;
         loop {
             // Priority: shutdown, then ack completions (they free window slots and bound
@@ -288,7 +312,10 @@ impl Publisher {
                     reading = false;
                 }
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
-                    Completion::Acked => events_in_flight -= 1,
+                    Completion::Acked { id, duplicate } => {
+                        events_in_flight -= 1;
+                        self.note_duplicate(id, duplicate);
+                    }
                     Completion::TransactionEnd(checkpoint) => {
                         acked.send_replace(Some(checkpoint));
                     }
@@ -301,7 +328,16 @@ impl Publisher {
                             debug!(id = %event.id, position = %event.position, "already stored, not republished");
                             continue;
                         }
-                        in_flight.push_back(self.publish(*event).await?);
+                        let event = self.dead_letter_if_oversized(*event);
+                        let expected_last = if self.config.exclusive_streams {
+                            chain.get(&event.stream).cloned()
+                        } else {
+                            None
+                        };
+                        if !self.is_known_duplicate(&event.id) {
+                            chain.insert(Arc::clone(&event.stream), event.id.clone());
+                        }
+                        in_flight.push_back(self.publish(event, expected_last).await?);
                         events_in_flight += 1;
                     }
                     Some(SourceMessage::TransactionEnd(checkpoint)) => {
@@ -315,32 +351,63 @@ impl Publisher {
         }
     }
 
+    /// A message above the server's max_payload becomes a dead letter (reason in a header, no
+    /// payload) when its table's policy says so; otherwise it is returned unchanged (and
+    /// refused by [`Publisher::publish`]).
+    fn dead_letter_if_oversized(&self, event: OutboxEvent) -> OutboxEvent {
+        let max = self.max_payload();
+        if event.payload.len() < max {
+            return event;
+        }
+        let Some(dead_letter) = event.dead_letter.clone() else {
+            return event;
+        };
+        let reason = format!(
+            "message of {} bytes exceeds the NATS server's max_payload of {max} bytes",
+            event.payload.len()
+        );
+        warn!(id = %event.id, position = %event.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
+        OutboxEvent {
+            id: format!("{}:dead-letter", event.id),
+            payload: Vec::new(),
+            subject: dead_letter.to_string(),
+            dead_letter: None,
+            dead_letter_reason: Some(reason),
+            ..event
+        }
+    }
+
+    fn is_known_duplicate(&self, id: &str) -> bool {
+        let known = self.known_duplicates.lock().expect("not poisoned");
+        !known.is_empty() && known.contains(id)
+    }
+
+    /// Records how JetStream answered a publish of `id`: stored, or dropped as a duplicate.
+    fn note_duplicate(&self, id: String, duplicate: bool) {
+        let mut known = self.known_duplicates.lock().expect("not poisoned");
+        if duplicate {
+            if known.len() >= MAX_KNOWN_DUPLICATES {
+                known.clear();
+            }
+            known.insert(id);
+        } else if !known.is_empty() {
+            known.remove(&id);
+        }
+    }
+
+    /// Sends one event; the returned future resolves with its ack. `expected_last`: the id the
+    /// stream's last message must have for JetStream to store this one.
     async fn publish(
         &self,
         event: OutboxEvent,
+        expected_last: Option<String>,
     ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
-        let max = self.max_payload();
-        if event.payload.len() >= max
-            && let Some(dead_letter) = event.dead_letter.clone()
-        {
-            let reason = format!(
-                "message of {} bytes exceeds the NATS server's max_payload of {max} bytes",
-                event.payload.len()
-            );
-            warn!(id = %event.id, position = %event.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
-            let dead = OutboxEvent {
-                id: format!("{}:dead-letter", event.id),
-                payload: Vec::new(),
-                subject: dead_letter.to_string(),
-                dead_letter: None,
-                dead_letter_reason: Some(reason),
-                ..event
-            };
-            return Box::pin(self.publish(dead)).await;
-        }
         let mut headers = event_headers(&event);
         if let Some(identity) = &self.source_identity {
             headers.insert(headers::SOURCE_SERVER, identity.as_str());
+        }
+        if let Some(previous) = &expected_last {
+            headers.insert(headers::EXPECTED_LAST_MSG_ID, previous.as_str());
         }
         let OutboxEvent {
             id,
@@ -374,7 +441,23 @@ impl Publisher {
         };
         Ok(async move {
             match ack.await {
-                Ok(_) => Ok(Completion::Acked),
+                Ok(ack) => Ok(Completion::Acked {
+                    id,
+                    duplicate: ack.duplicate,
+                }),
+                Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
+                    Err(PublishError::Overtaken {
+                        id,
+                        subject: subject.to_string(),
+                        previous: expected_last.unwrap_or_default(),
+                        source,
+                    })
+                }
+                Err(source) if is_jetstream_refusal(&source) => Err(PublishError::Refused {
+                    id,
+                    subject: subject.to_string(),
+                    source,
+                }),
                 Err(source) => Err(PublishError::Ack {
                     id,
                     subject: subject.to_string(),
@@ -416,6 +499,13 @@ pub fn event_headers(event: &OutboxEvent) -> HeaderMap {
         h.insert(&**name, value.as_str());
     }
     h
+}
+
+/// Whether JetStream answered with an error (the message was definitely not stored), rather
+/// than the ack being lost or late.
+fn is_jetstream_refusal(err: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .is_some_and(|source| source.downcast_ref::<jetstream::Error>().is_some())
 }
 
 fn uncovered_filters(stream_subjects: &[String], filters: &[String]) -> Vec<String> {

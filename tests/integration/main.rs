@@ -12,6 +12,7 @@ mod filtering;
 mod gtid;
 mod large;
 mod multi_table;
+mod ordering;
 mod privileges;
 mod recovery;
 mod restart;

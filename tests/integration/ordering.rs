@@ -1,0 +1,127 @@
+//! Order under publish failures: a message JetStream loses or refuses is never overtaken by a
+//! later one, and the connector rewinds and republishes in order (relying on dedup).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use mysql_async::prelude::Queryable;
+
+use crate::support::*;
+
+/// Every message id in the stream, in stream order.
+async fn stored_ids(env: &TestEnv) -> Vec<String> {
+    env.stored_messages()
+        .await
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").to_owned())
+        .collect()
+}
+
+/// Waits until `needle` occurs at least `times` times in the connector's log.
+async fn wait_for_log(log: &Path, needle: &str, times: usize) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= times {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "log never said {needle:?} {times} times:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_stream_refuses_is_not_overtaken_and_lands_in_order_once_accepted() {
+    let env = TestEnv::start("refused").await;
+    // The stream refuses messages above 2000 bytes until the operator raises the limit.
+    let js = env.jetstream().await;
+    let mut stream_config = StreamConfig {
+        name: env.stream.clone(),
+        subjects: vec!["outbox.event.>".into()],
+        storage: StorageType::File,
+        max_message_size: 2000,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.create_stream(stream_config.clone()).await.unwrap();
+
+    let config = env.write_config("connector.toml", &env.config_toml(None));
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    connector.wait_until_reading().await;
+
+    // One transaction: 20 events, one too large for the stream, 20 more. The connector reads
+    // and sends all of them before the first ack returns.
+    let before = events(1, 20, 4);
+    let big = events(21, 1, 4).remove(0);
+    let after = events(22, 20, 4);
+    let big_values = big.sql_values().replace(
+        &big.payload(),
+        &format!("{{\"pad\": \"{}\"}}", "x".repeat(3000)),
+    );
+    let values: Vec<String> = before
+        .iter()
+        .map(TestEvent::sql_values)
+        .chain([big_values])
+        .chain(after.iter().map(TestEvent::sql_values))
+        .collect();
+    env.exec(&format!(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}",
+        values.join(",")
+    ))
+    .await;
+
+    // Refused at least twice (the first try and one retry): nothing after it may be stored.
+    wait_for_log(&log, "message size exceeds maximum allowed", 2).await;
+    let stored = stored_ids(&env).await;
+    let expected_before: Vec<String> = before.iter().map(TestEvent::uuid).collect();
+    assert_eq!(
+        stored, expected_before,
+        "only the events before the refused one are stored"
+    );
+
+    stream_config.max_message_size = -1;
+    js.update_stream(stream_config).await.unwrap();
+    let all: Vec<TestEvent> = before.into_iter().chain([big]).chain(after).collect();
+    env.wait_for_count(all.len() as u64, Duration::from_secs(60))
+        .await;
+    wait_for_checkpoint_at_end(&env).await;
+    connector.wait_until_reading().await;
+    assert!(connector.terminate().success());
+    let expected: Vec<String> = all.iter().map(TestEvent::uuid).collect();
+    assert_eq!(stored_ids(&env).await, expected, "commit order, each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_id_that_repeats_is_stored_once_and_the_events_after_it_flow() {
+    let env = TestEnv::start("repeated_id").await;
+    let connector = InProcess::start(env.config(None));
+    wait_for_file(&env.checkpoint_path()).await;
+
+    let first = events(1, 5, 2);
+    let later = events(6, 5, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &first, true).await;
+    // The producer deletes the row and writes the same event again (within the dedup window):
+    // JetStream drops it as a duplicate, and the order guard must not wait for it.
+    conn.query_drop(format!(
+        "DELETE FROM outbox WHERE id = UNHEX('{}')",
+        first[2].uuid().replace('-', "")
+    ))
+    .await
+    .unwrap();
+    let again: Vec<TestEvent> = [first[2].clone()]
+        .into_iter()
+        .chain(later.clone())
+        .collect();
+    insert_tx(&mut conn, &again, false).await;
+
+    wait_for_checkpoint_at_end(&env).await;
+    connector.stop().await.unwrap();
+    let expected: Vec<String> = first.iter().chain(&later).map(TestEvent::uuid).collect();
+    assert_eq!(stored_ids(&env).await, expected);
+}
