@@ -1,5 +1,6 @@
 //! Hot path without servers: one decoded outbox row → OutboxEvent (mapping, subject) →
-//! JetStream headers. Reports events/s for a 300-byte and a 4 KB JSON payload.
+//! JetStream headers. Reports events/s for a 300-byte and a 4 KB JSON payload, taken as is
+//! (MySQL binary JSON) and validated (MariaDB JSON columns).
 //!
 //! `cargo bench --bench mapping`
 
@@ -42,7 +43,10 @@ fn bench(c: &mut Criterion) {
     ]
     .map(String::from)
     .to_vec();
-    let resolved = table.resolve(&columns).unwrap();
+    // MariaDB's JSON columns are validated (they are LONGTEXT with a CHECK a producer can
+    // bypass); MySQL's binary JSON is not.
+    let plain = table.resolve(&columns).unwrap();
+    let validated = table.resolve(&columns).unwrap().with_payload_json(true);
     let position = RowPosition {
         file: "mariadb-bin.000001".into(),
         pos: 123_456,
@@ -50,9 +54,12 @@ fn bench(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("row_to_message");
     group.throughput(Throughput::Elements(1));
-    for size in [300usize, 4096] {
+    for (size, (kind, resolved)) in [300usize, 4096]
+        .into_iter()
+        .flat_map(|size| [(size, ("", &plain)), (size, ("_validated", &validated))])
+    {
         let cells = row(size);
-        group.bench_function(format!("{size}B_json"), |b| {
+        group.bench_function(format!("{size}B_json{kind}"), |b| {
             b.iter_batched(
                 || cells.clone(),
                 |cells| {

@@ -121,6 +121,8 @@ pub struct ResolvedTable {
     payload: usize,
     timestamp: Option<usize>,
     headers: Vec<(Arc<str>, usize)>,
+    /// The payload column is declared JSON: a payload that is not valid JSON is a bad row.
+    payload_json: bool,
 }
 
 impl OutboxTable {
@@ -196,6 +198,7 @@ impl OutboxTable {
                 .iter()
                 .map(|(h, c)| Ok((Arc::from(h.as_str()), find(&format!("header {h}"), c)?)))
                 .collect::<Result<_, MappingError>>()?,
+            payload_json: false,
         })
     }
 }
@@ -203,6 +206,17 @@ impl OutboxTable {
 impl ResolvedTable {
     pub fn table(&self) -> &Arc<OutboxTable> {
         &self.table
+    }
+
+    /// Marks the payload column as declared JSON, so that invalid JSON in it is a bad row.
+    pub fn with_payload_json(mut self, declared_json: bool) -> Self {
+        self.payload_json = declared_json;
+        self
+    }
+
+    /// Column name of the payload.
+    pub fn payload_column_name(&self) -> &str {
+        &self.table.config.columns.payload
     }
 
     /// Whether column `index` feeds the event; others need not be decoded.
@@ -290,6 +304,14 @@ impl ResolvedTable {
             .ok_or_else(|| bad(format!("payload column `{}` is NULL", cols.payload)))?;
         if payload.is_empty() {
             return Err(bad(format!("payload column `{}` is empty", cols.payload)));
+        }
+        if self.payload_json
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+        {
+            return Err(bad(format!(
+                "payload column `{}` is declared JSON but holds invalid JSON ({e})",
+                cols.payload
+            )));
         }
         let mut event = OutboxEvent {
             id,
@@ -502,5 +524,21 @@ mod tests {
                 .reason
                 .contains("payload")
         );
+    }
+
+    #[test]
+    fn invalid_json_is_a_bad_row_only_where_the_payload_is_declared_json() {
+        let t = table("a.{type}", &[]);
+        let mut cells = row("Order");
+        cells[4] = Cell::Text("{\"total\": 1,".into());
+        let plain = t.resolve(&columns()).unwrap();
+        assert!(
+            plain.event(cells.clone(), pos()).is_ok(),
+            "bytes stay bytes"
+        );
+        let json = t.resolve(&columns()).unwrap().with_payload_json(true);
+        let err = json.event(cells, pos()).unwrap_err();
+        assert!(err.reason.contains("invalid JSON"), "{err}");
+        assert!(json.event(row("Order"), pos()).is_ok(), "valid JSON passes");
     }
 }

@@ -105,6 +105,7 @@ pub struct BinlogSource {
     settings: SourceSettings,
     tables_by_id: HashMap<u64, Option<Arc<OutboxTableMap>>>,
     schema: schema::ColumnNames,
+    json_columns: schema::JsonColumns,
     file: String,
     in_transaction: bool,
     events_in_transaction: usize,
@@ -128,10 +129,12 @@ impl BinlogSource {
     pub fn new(settings: SourceSettings, start: &Checkpoint) -> Self {
         let start = start.clone();
         let schema = schema::ColumnNames::new(settings.endpoint.clone());
+        let json_columns = schema::JsonColumns::new(settings.endpoint.clone());
         Self {
             settings,
             tables_by_id: HashMap::new(),
             schema,
+            json_columns,
             file: start.position.file.clone(),
             in_transaction: false,
             events_in_transaction: 0,
@@ -415,6 +418,12 @@ impl BinlogSource {
         };
         let names = self.schema.for_table_map(tme).await?;
         let resolved = table.resolve(&names)?;
+        let payload_json = self.settings.flavor.is_mariadb()
+            && self
+                .json_columns
+                .is_json(tme, resolved.payload_column_name())
+                .await?;
+        let resolved = resolved.with_payload_json(payload_json);
         let decoders = ColumnDecoder::for_table(tme, &names);
         self.tables_by_id.insert(
             tme.table_id(),

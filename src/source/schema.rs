@@ -1,4 +1,4 @@
-//! Column names of outbox tables.
+//! Column names of outbox tables, and which of their columns are declared JSON.
 //!
 //! With `binlog_row_metadata=FULL` every TABLE_MAP carries its table's column names, which is
 //! always right, even across ALTER TABLE. Without them the names come from
@@ -7,7 +7,7 @@
 //! with names (the setting was lowered while running) is an error: silently switching to the
 //! fallback could map columns wrongly.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use mysql_async::binlog::events::{OptionalMetadataField, TableMapEvent};
 use mysql_async::prelude::Queryable;
@@ -125,4 +125,88 @@ pub async fn table_columns(
         .await
         .map_err(|e| SourceError::from_mysql("SELECT FROM information_schema.COLUMNS", e))?;
     Ok(names)
+}
+
+/// Which columns of an outbox table are declared JSON on MariaDB. There JSON is LONGTEXT with
+/// a `CHECK (json_valid(col))` constraint, which a producer can bypass (`SET
+/// check_constraint_checks = 0`), so the connector validates such payloads itself. (MySQL's
+/// JSON is binary in the binlog and always valid once decoded.) Looked up once per table id:
+/// an ALTER TABLE gives the table a new one.
+pub struct JsonColumns {
+    endpoint: Endpoint,
+    by_table_id: HashMap<u64, HashSet<String>>,
+}
+
+impl JsonColumns {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            by_table_id: HashMap::new(),
+        }
+    }
+
+    /// Whether `column` of the table a table map describes is declared JSON.
+    pub async fn is_json(
+        &mut self,
+        tme: &TableMapEvent<'_>,
+        column: &str,
+    ) -> Result<bool, SourceError> {
+        if !self.by_table_id.contains_key(&tme.table_id()) {
+            let mut conn = self.endpoint.connect().await?;
+            let columns =
+                json_checked_columns(&mut conn, &tme.database_name(), &tme.table_name()).await;
+            let _ = conn.disconnect().await;
+            self.by_table_id.insert(tme.table_id(), columns?);
+        }
+        Ok(self.by_table_id[&tme.table_id()].contains(&column.to_ascii_lowercase()))
+    }
+}
+
+/// Lower-cased names of the columns of `schema.table` with a `json_valid` CHECK constraint.
+async fn json_checked_columns(
+    conn: &mut mysql_async::Conn,
+    schema: &str,
+    table: &str,
+) -> Result<HashSet<String>, SourceError> {
+    const QUERY: &str = "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+         WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?";
+    let clauses: Vec<String> = conn.exec(QUERY, (schema, table)).await.map_err(|e| {
+        SourceError::from_mysql("SELECT FROM information_schema.CHECK_CONSTRAINTS", e)
+    })?;
+    Ok(clauses
+        .iter()
+        .filter_map(|c| json_valid_column(c))
+        .map(|c| c.to_ascii_lowercase())
+        .collect())
+}
+
+/// The column a CHECK clause of the form `json_valid(`col`)` validates, if it is one.
+pub fn json_valid_column(clause: &str) -> Option<&str> {
+    let clause = clause.trim();
+    let (function, rest) = clause.split_at_checked("json_valid(".len())?;
+    if !function.eq_ignore_ascii_case("json_valid(") {
+        return None;
+    }
+    let column = rest.strip_suffix(')')?.trim();
+    let column = column
+        .strip_prefix('`')
+        .and_then(|c| c.strip_suffix('`'))
+        .unwrap_or(column);
+    (!column.is_empty() && !column.contains(['`', '(', ')', ' ', ','])).then_some(column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_valid_column;
+
+    #[test]
+    fn json_valid_check_clauses_name_their_column() {
+        assert_eq!(json_valid_column("json_valid(`payload`)"), Some("payload"));
+        assert_eq!(json_valid_column(" JSON_VALID(payload) "), Some("payload"));
+        assert_eq!(json_valid_column("json_valid(`a`) and `b` > 0"), None);
+        assert_eq!(json_valid_column("json_valid(concat(`a`,`b`))"), None);
+        assert_eq!(json_valid_column("`n` > 0"), None);
+        assert_eq!(json_valid_column("json_valid()"), None);
+        assert_eq!(json_valid_column("json_v"), None);
+    }
 }
