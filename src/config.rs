@@ -539,7 +539,18 @@ mod tests {
         assert_eq!(c.outbox[0].columns, ColumnMapping::default());
         assert_eq!(c.source.start, StartPosition::Latest);
         assert_eq!(c.nats.ack_window, DEFAULT_ACK_WINDOW);
+        assert!(c.nats.exclusive_streams, "the order guard is on by default");
         assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_order_guard_can_be_turned_off_from_the_environment() {
+        let c = load(
+            MINIMAL,
+            &[("BINLOG_OUTBOX__NATS__EXCLUSIVE_STREAMS", "false")],
+        )
+        .unwrap();
+        assert!(!c.nats.exclusive_streams);
     }
 
     #[test]

@@ -125,3 +125,56 @@ async fn an_outbox_id_that_repeats_is_stored_once_and_the_events_after_it_flow()
     let expected: Vec<String> = first.iter().chain(&later).map(TestEvent::uuid).collect();
     assert_eq!(stored_ids(&env).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_publisher_in_the_stream_costs_a_retry_with_the_guard_and_nothing_without() {
+    for exclusive in [true, false] {
+        let env = TestEnv::start("shared_stream").await;
+        let toml = env.config_toml(None).replace(
+            "[nats]\n",
+            &format!("[nats]\nexclusive_streams = {exclusive}\n"),
+        );
+        let config = env.write_config("connector.toml", &toml);
+        let log = env.dir.path().join("connector.log");
+        let connector = Binary::start(&config, &log);
+        connector.wait_until_reading().await;
+
+        let batch = events(1, 2, 2);
+        let mut conn = env.conn().await;
+        insert_tx(&mut conn, &batch[..1], true).await;
+        env.wait_for_count(1, Duration::from_secs(30)).await;
+        let js = env.jetstream().await;
+        js.publish("outbox.event.Foreign", "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        insert_tx(&mut conn, &batch[1..], true).await;
+
+        env.wait_for_count(3, Duration::from_secs(30)).await;
+        wait_for_checkpoint_at_end(&env).await;
+        connector.wait_until_reading().await;
+        assert!(connector.terminate().success());
+        let subjects: Vec<String> = env
+            .stored_messages()
+            .await
+            .into_iter()
+            .map(|m| m.subject)
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                "outbox.event.Order",
+                "outbox.event.Foreign",
+                "outbox.event.User"
+            ],
+            "exclusive_streams = {exclusive}"
+        );
+        let log = std::fs::read_to_string(&log).unwrap();
+        let refused = log.contains("is not the stream's last message");
+        assert_eq!(
+            refused, exclusive,
+            "exclusive_streams = {exclusive}:\n{log}"
+        );
+    }
+}
