@@ -1,5 +1,6 @@
 //! Test harness: private servers, config files, connector runners and stream readers.
 
+pub mod proxy;
 pub mod servers;
 
 use std::collections::HashMap;
