@@ -136,6 +136,11 @@ impl Publisher {
     /// Reads the last message of each stream: where this source's events are stored through.
     /// Streams whose last message came from another server (or has no position) are left out,
     /// so nothing is skipped for them.
+    ///
+    /// Only sound with the order guard (`exclusive_streams`): it keeps this source's messages
+    /// in a stream a gapless prefix of its events, so everything before the last one is
+    /// stored. Without it a lost message may sit before a stored one, and skipping would lose
+    /// it for good; then nothing is skipped and only the dedup window prevents duplicates.
     pub async fn stored_through<'a>(
         &self,
         streams: impl IntoIterator<Item = &'a String>,
@@ -144,6 +149,9 @@ impl Publisher {
         let Some(identity) = &self.source_identity else {
             return Ok(through);
         };
+        if !self.config.exclusive_streams {
+            return Ok(through);
+        }
         for name in streams {
             let stream_err = |reason: String| PublishError::Unavailable {
                 stream: name.clone(),
