@@ -305,10 +305,7 @@ impl Publisher {
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
             FuturesOrdered::new();
         let mut events_in_flight = 0usize;
-        // Per stream, the id of the last message sent that should be stored: the next one
-        // expects it. Empty at the start of a run, so the first message of each stream is
-        // unconditional (everything before it is acknowledged or will be republished first).
-        let mut chain: HashMap<Arc<str>, String> = HashMap::new();
+        let mut chain = OrderChain::new(self.config.exclusive_streams);
         let mut reading = true;
         loop {
             // Priority: shutdown, then ack completions (they free window slots and bound
@@ -337,14 +334,8 @@ impl Publisher {
                             continue;
                         }
                         let event = self.dead_letter_if_oversized(*event);
-                        let expected_last = if self.config.exclusive_streams {
-                            chain.get(&event.stream).cloned()
-                        } else {
-                            None
-                        };
-                        if !self.is_known_duplicate(&event.id) {
-                            chain.insert(Arc::clone(&event.stream), event.id.clone());
-                        }
+                        let duplicate = self.is_known_duplicate(&event.id);
+                        let expected_last = chain.next(&event.stream, &event.id, duplicate);
                         in_flight.push_back(self.publish(event, expected_last).await?);
                         events_in_flight += 1;
                     }
@@ -482,6 +473,42 @@ impl Publisher {
     }
 }
 
+/// The order guard's bookkeeping: per stream, the id of the last message sent that JetStream
+/// should store, which the next message expects as the stream's last. Empty at the start of a
+/// run, so the first message of each stream is unconditional: everything before it is
+/// acknowledged, or already in the stream.
+struct OrderChain {
+    enabled: bool,
+    last: HashMap<Arc<str>, String>,
+}
+
+impl OrderChain {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            last: HashMap::new(),
+        }
+    }
+
+    /// The id message `id` of `stream` must follow, if any. A message JetStream is known to
+    /// drop as a duplicate is not stored, so the chain does not move past it.
+    fn next(&mut self, stream: &Arc<str>, id: &str, known_duplicate: bool) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        if known_duplicate {
+            return self.last.get(stream).cloned();
+        }
+        match self.last.get_mut(stream) {
+            Some(last) => Some(std::mem::replace(last, id.to_owned())),
+            None => {
+                self.last.insert(Arc::clone(stream), id.to_owned());
+                None
+            }
+        }
+    }
+}
+
 /// Headers of one event: dedup id, routing fields, source position and configured extras.
 pub fn event_headers(event: &OutboxEvent) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -522,4 +549,33 @@ fn uncovered_filters(stream_subjects: &[String], filters: &[String]) -> Vec<Stri
         .filter(|f| !stream_subjects.iter().any(|s| subject_covers(s, f)))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_message_of_a_stream_expects_the_previous_one_except_the_first() {
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        let mut chain = OrderChain::new(true);
+        assert_eq!(chain.next(&a, "1", false), None);
+        assert_eq!(chain.next(&b, "x", false), None, "streams chain separately");
+        assert_eq!(chain.next(&a, "2", false).as_deref(), Some("1"));
+        assert_eq!(
+            chain.next(&a, "1", true).as_deref(),
+            Some("2"),
+            "a known duplicate"
+        );
+        assert_eq!(chain.next(&a, "3", false).as_deref(), Some("2"), "skips it");
+        assert_eq!(chain.next(&b, "y", false).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn without_the_guard_nothing_is_expected() {
+        let a: Arc<str> = "A".into();
+        let mut chain = OrderChain::new(false);
+        assert_eq!(chain.next(&a, "1", false), None);
+        assert_eq!(chain.next(&a, "2", false), None);
+    }
 }
