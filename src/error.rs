@@ -139,7 +139,7 @@ pub enum PublishError {
         max: usize,
     },
     #[error(
-        "JetStream refused event {id} on {subject}: it was to follow {previous}, which is not the stream's last message (it was lost before, or another publisher writes to the stream; then set nats.exclusive_streams = false)"
+        "JetStream refused event {id} on {subject}: it was to follow {previous}, which is not the stream's last message (a message before it was lost, nats-server restarted and forgot its last message id, or another publisher writes to the stream; if so, set nats.exclusive_streams = false)"
     )]
     Overtaken {
         id: String,

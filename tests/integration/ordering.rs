@@ -240,3 +240,28 @@ async fn without_the_order_guard_messages_lost_on_a_broken_connection_are_still_
     expected.sort();
     assert_eq!(stored, expected, "each once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_nats_restart_past_the_dedup_window_costs_one_retry_and_nothing_else() {
+    let mut env = TestEnv::start("idle_restart").await;
+    // nats-server forgets a stream's last message id on restart when that message is older
+    // than the duplicate window: the next publish's expectation then fails once.
+    let toml = env
+        .config_toml(None)
+        .replace("[nats]\n", "[nats]\nduplicate_window_ms = 1000\n");
+    let connector = InProcess::start(env.config_from(&toml));
+    wait_for_file(&env.checkpoint_path()).await;
+    let batch = events(1, 4, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &batch[..2], true).await;
+    env.wait_for_count(2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    env.nats.restart();
+    insert_tx(&mut conn, &batch[2..], true).await;
+
+    env.wait_for_count(4, Duration::from_secs(60)).await;
+    wait_for_checkpoint_at_end(&env).await;
+    connector.stop().await.unwrap();
+    let expected: Vec<String> = batch.iter().map(TestEvent::uuid).collect();
+    assert_eq!(stored_ids(&env).await, expected);
+}
