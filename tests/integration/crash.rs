@@ -26,17 +26,7 @@ async fn twelve_kills_at_random_moments_lose_nothing_duplicate_nothing_reorder_n
     wait_for_file(&env.checkpoint_path()).await;
 
     let all = events(1, 6_000, 30);
-    let writer = {
-        let url = format!("{}/{}", env.db.root_url(), env.schema);
-        let all = all.clone();
-        tokio::spawn(async move {
-            let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
-            for (i, chunk) in all.chunks(12).enumerate() {
-                insert_tx(&mut conn, chunk, i.is_multiple_of(2)).await;
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-        })
-    };
+    let writer = spawn_writer(&env, &all, 12, Duration::from_millis(3));
     let mut rng = Lcg(0x5eed);
     for _ in 0..12 {
         // Somewhere between just started (maybe still in preflight) and well into publishing.

@@ -1,8 +1,7 @@
 //! Order under publish failures: a message JetStream loses or refuses is never overtaken by a
 //! later one, and the connector rewinds and republishes in order (relying on dedup).
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use mysql_async::prelude::Queryable;
@@ -17,22 +16,6 @@ async fn stored_ids(env: &TestEnv) -> Vec<String> {
         .iter()
         .map(|m| m.header("Nats-Msg-Id").to_owned())
         .collect()
-}
-
-/// Waits until `needle` occurs at least `times` times in the connector's log.
-async fn wait_for_log(log: &Path, needle: &str, times: usize) {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(needle).count() >= times {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "log never said {needle:?} {times} times:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,19 +181,7 @@ async fn stream_through_a_lossy_link(schema: &str, exclusive: bool) -> (Vec<Stri
     wait_for_file(&env.checkpoint_path()).await;
 
     let all = events(1, 3_000, 20);
-    let writer = {
-        let url = format!("{}/{}", env.db.root_url(), env.schema);
-        let all = all.clone();
-        tokio::spawn(async move {
-            let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
-            for (i, tx) in all.chunks(5).enumerate() {
-                insert_tx(&mut conn, tx, true).await;
-                if i.is_multiple_of(10) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        })
-    };
+    let writer = spawn_writer(&env, &all, 5, Duration::from_millis(1));
     // Partitions while events are in flight: whatever the connector sent meanwhile is lost,
     // and async-nats reconnects and sends the events after them.
     for stored in [300, 1_000, 1_700, 2_400] {

@@ -303,17 +303,7 @@ impl Binary {
     /// Waits until this process reads the binlog (its log says so). A SIGTERM before the
     /// signal handler is installed would kill it with the default action.
     pub async fn wait_until_reading(&self) {
-        let began = Instant::now();
-        while !std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .contains("reading binlog")
-        {
-            assert!(
-                began.elapsed() < Duration::from_secs(30),
-                "connector never started reading"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_log(&self.log, "reading binlog", 1).await;
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.
@@ -352,6 +342,41 @@ impl Binary {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Waits until `needle` occurs at least `times` times in a connector's log.
+pub async fn wait_for_log(log: &Path, needle: &str, times: usize) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= times {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "log never said {needle:?} {times} times:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Commits `events` in transactions of `tx_rows` from another task, alternating one multi-row
+/// INSERT and one INSERT per row, pausing `pause` after each transaction.
+pub fn spawn_writer(
+    env: &TestEnv,
+    events: &[TestEvent],
+    tx_rows: usize,
+    pause: Duration,
+) -> JoinHandle<()> {
+    let url = format!("{}/{}", env.db.root_url(), env.schema);
+    let events = events.to_vec();
+    tokio::spawn(async move {
+        let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+        for (i, tx) in events.chunks(tx_rows).enumerate() {
+            insert_tx(&mut conn, tx, i.is_multiple_of(2)).await;
+            tokio::time::sleep(pause).await;
+        }
+    })
 }
 
 /// Runs the binary with `args` to completion; returns (exit code, stdout, stderr).
