@@ -9,7 +9,7 @@ use std::sync::Arc;
 use binlog_outbox::cell::Cell;
 use binlog_outbox::config::{ColumnMapping, OutboxTableConfig};
 use binlog_outbox::outbox::{OutboxTable, RowPosition};
-use binlog_outbox::publish::event_headers;
+use binlog_outbox::publish::OutgoingMessage;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn row(payload_bytes: usize) -> Vec<Cell> {
@@ -64,8 +64,7 @@ fn bench(c: &mut Criterion) {
                 || cells.clone(),
                 |cells| {
                     let event = resolved.event(cells, position.clone()).unwrap();
-                    let headers = event_headers(&event);
-                    (event, headers)
+                    OutgoingMessage::from(event)
                 },
                 BatchSize::SmallInput,
             )

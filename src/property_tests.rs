@@ -10,7 +10,7 @@ use crate::cell::Cell;
 use crate::config::OutboxTableConfig;
 use crate::outbox::{OutboxTable, RowPosition};
 use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet};
-use crate::publish::event_headers;
+use crate::publish::OutgoingMessage;
 use crate::route::{SubjectTemplate, subject_covers};
 
 fn table(subject: &str) -> Arc<OutboxTable> {
@@ -65,7 +65,7 @@ proptest! {
             prop_assert!(subject_covers(&filter, &event.subject), "{} not under {}", event.subject, filter);
             prop_assert!(event.subject.split('.').all(|t| !t.is_empty() && !t.chars().any(char::is_whitespace)));
             prop_assert_eq!(&event.payload, &payload);
-            let headers = event_headers(&event);
+            let headers = OutgoingMessage::from(event).headers;
             for (name, values) in headers.iter() {
                 for value in values {
                     prop_assert!(!value.as_str().contains(['\r', '\n']), "header {} = {:?}", name, value);

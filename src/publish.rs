@@ -47,26 +47,29 @@ use crate::route::subject_covers;
 use crate::source::SourceMessage;
 use crate::source::preflight::{Check, error_chain};
 
-/// Message headers set on every event.
+/// Message headers set on every event (static names: inserting them allocates nothing).
 pub mod headers {
+    use async_nats::HeaderName;
+
     /// JetStream's dedup header; the outbox row's id.
-    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
     /// JetStream stores the message only if the stream's last message has this id.
-    pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
-    pub const AGGREGATE_TYPE: &str = "Outbox-Aggregate-Type";
-    pub const AGGREGATE_ID: &str = "Outbox-Aggregate-Id";
-    pub const EVENT_TYPE: &str = "Outbox-Event-Type";
+    pub const EXPECTED_LAST_MSG_ID: HeaderName =
+        HeaderName::from_static("Nats-Expected-Last-Msg-Id");
+    pub const AGGREGATE_TYPE: HeaderName = HeaderName::from_static("Outbox-Aggregate-Type");
+    pub const AGGREGATE_ID: HeaderName = HeaderName::from_static("Outbox-Aggregate-Id");
+    pub const EVENT_TYPE: HeaderName = HeaderName::from_static("Outbox-Event-Type");
     /// `schema.table` the row was inserted into.
-    pub const TABLE: &str = "Outbox-Table";
+    pub const TABLE: HeaderName = HeaderName::from_static("Outbox-Table");
     /// Binlog position of the row: `file:pos#row` (rows event start, row index).
-    pub const SOURCE_POSITION: &str = "Outbox-Source-Position";
+    pub const SOURCE_POSITION: HeaderName = HeaderName::from_static("Outbox-Source-Position");
     /// Identity of the source server the row was read from (`@@server_uid` on MariaDB,
     /// `@@server_uuid` on MySQL).
-    pub const SOURCE_SERVER: &str = "Outbox-Source-Server";
+    pub const SOURCE_SERVER: HeaderName = HeaderName::from_static("Outbox-Source-Server");
     /// On dead-letter messages: why the row could not be published normally.
-    pub const DEAD_LETTER_REASON: &str = "Outbox-Dead-Letter-Reason";
+    pub const DEAD_LETTER_REASON: HeaderName = HeaderName::from_static("Outbox-Dead-Letter-Reason");
     /// The mapped timestamp column, when configured.
-    pub const TIMESTAMP: &str = "Outbox-Timestamp";
+    pub const TIMESTAMP: HeaderName = HeaderName::from_static("Outbox-Timestamp");
 }
 
 /// Connected JetStream publisher.
@@ -174,7 +177,9 @@ impl Publisher {
             let Ok(message) = stream.get_raw_message(last).await else {
                 continue;
             };
-            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            let header = |name: async_nats::HeaderName| {
+                message.headers.get(name).map(|v| v.as_str().to_owned())
+            };
             if header(headers::SOURCE_SERVER).as_deref() != Some(identity.as_str()) {
                 continue;
             }
@@ -401,19 +406,18 @@ impl Publisher {
         event: OutboxEvent,
         expected_last: Option<String>,
     ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
-        let mut headers = event_headers(&event);
+        let OutgoingMessage {
+            id,
+            subject,
+            mut headers,
+            payload,
+        } = event.into();
         if let Some(identity) = &self.source_identity {
             headers.insert(headers::SOURCE_SERVER, identity.as_str());
         }
         if let Some(previous) = &expected_last {
             headers.insert(headers::EXPECTED_LAST_MSG_ID, previous.as_str());
         }
-        let OutboxEvent {
-            id,
-            subject,
-            payload,
-            ..
-        } = event;
         let size = payload.len();
         let message = PublishMessage::build()
             .payload(Bytes::from(payload))
@@ -509,31 +513,42 @@ impl OrderChain {
     }
 }
 
-/// Headers of one event: dedup id, routing fields, source position and configured extras.
-pub fn event_headers(event: &OutboxEvent) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::MSG_ID, event.id.as_str());
-    h.insert(headers::AGGREGATE_TYPE, event.aggregate_type.as_str());
-    h.insert(headers::AGGREGATE_ID, event.aggregate_id.as_str());
-    h.insert(headers::EVENT_TYPE, event.event_type.as_str());
-    h.insert(
-        headers::TABLE,
-        format!("{}.{}", event.schema, event.table).as_str(),
-    );
-    h.insert(
-        headers::SOURCE_POSITION,
-        event.position.to_string().as_str(),
-    );
-    if let Some(ts) = &event.timestamp {
-        h.insert(headers::TIMESTAMP, ts.as_str());
+/// An event as JetStream gets it: subject, headers and body, and its id for errors and acks.
+pub struct OutgoingMessage {
+    pub id: String,
+    pub subject: String,
+    /// Dedup id, routing fields, source position and configured extras.
+    pub headers: HeaderMap,
+    pub payload: Vec<u8>,
+}
+
+impl From<OutboxEvent> for OutgoingMessage {
+    /// Moves the event's strings into the headers rather than copying them (this runs for
+    /// every event).
+    fn from(event: OutboxEvent) -> Self {
+        let mut h = HeaderMap::new();
+        h.insert(headers::MSG_ID, event.id.as_str());
+        h.insert(headers::AGGREGATE_TYPE, event.aggregate_type);
+        h.insert(headers::AGGREGATE_ID, event.aggregate_id);
+        h.insert(headers::EVENT_TYPE, event.event_type);
+        h.insert(headers::TABLE, &*event.qualified_table);
+        h.insert(headers::SOURCE_POSITION, event.position.to_string());
+        if let Some(ts) = event.timestamp {
+            h.insert(headers::TIMESTAMP, ts);
+        }
+        if let Some(reason) = event.dead_letter_reason {
+            h.insert(headers::DEAD_LETTER_REASON, reason);
+        }
+        for (name, value) in event.headers {
+            h.insert(&*name, value);
+        }
+        Self {
+            id: event.id,
+            subject: event.subject,
+            headers: h,
+            payload: event.payload,
+        }
     }
-    if let Some(reason) = &event.dead_letter_reason {
-        h.insert(headers::DEAD_LETTER_REASON, reason.as_str());
-    }
-    for (name, value) in &event.headers {
-        h.insert(&**name, value.as_str());
-    }
-    h
 }
 
 /// Whether JetStream answered with an error (the message was definitely not stored), rather
