@@ -9,7 +9,7 @@ use std::time::Duration;
 use mysql_common::binlog::BinlogFile;
 use mysql_common::binlog::EventStreamReader;
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
-use mysql_common::binlog::events::{Event, TableMapEvent, TransactionPayloadEvent};
+use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 
 use super::*;
 use crate::cell::Cell;
@@ -20,12 +20,6 @@ const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/mysql-binlogs"
 );
-
-impl TableMaps for EventStreamReader {
-    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
-        self.get_tme(table_id)
-    }
-}
 
 fn fixture(name: &str) -> Option<PathBuf> {
     let path = PathBuf::from(FIXTURES).join(name);
@@ -135,7 +129,7 @@ async fn replay_from(
                 None => break,
             },
         };
-        match source.handle(binlog.reader(), &event).await {
+        match source.handle(&event).await {
             Ok(msgs) => out.extend(msgs),
             Err(e) => return (out, Some(e)),
         }

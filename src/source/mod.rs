@@ -16,6 +16,7 @@
 pub mod decode;
 pub mod flavor;
 pub mod preflight;
+mod rows;
 mod schema;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use crate::error::{SourceError, mysql_codes};
 use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable, RowPosition};
 use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet};
 use decode::ColumnDecoder;
+use mysql_common::io::ParseBuf;
 
 /// MySQL's compressed transaction payload; mysql_async yields it, then its inner events.
 const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
@@ -71,21 +73,10 @@ pub struct SourceSettings {
     pub identity: Option<String>,
 }
 
-/// Where the table maps of the events being handled are kept (the binlog stream's reader
-/// caches every TABLE_MAP it has seen).
-pub trait TableMaps {
-    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>>;
-}
-
-impl TableMaps for BinlogStream {
-    fn table_map(&self, table_id: u64) -> Option<&TableMapEvent<'static>> {
-        self.get_tme(table_id)
-    }
-}
-
 /// A table map of an outbox table, resolved once per TABLE_MAP event.
 struct OutboxTableMap {
     resolved: ResolvedTable,
+    layout: rows::RowLayout,
     decoders: Vec<ColumnDecoder>,
     /// Per column: does the mapping use it.
     used: Vec<bool>,
@@ -178,7 +169,7 @@ impl BinlogSource {
                 Ok(Some(Err(err))) => return Err(self.classify_stream_error(err)),
                 Ok(Some(Ok(event))) => event,
             };
-            for msg in self.handle(&stream, &event).await? {
+            for msg in self.handle(&event).await? {
                 // Fast path without a select when the channel has room.
                 let msg = match tx.try_send(msg) {
                     Ok(()) => continue,
@@ -280,11 +271,7 @@ impl BinlogSource {
     }
 
     /// Processes one event; returns the messages it produces, in order.
-    async fn handle(
-        &mut self,
-        stream: &impl TableMaps,
-        event: &Event,
-    ) -> Result<Vec<SourceMessage>, SourceError> {
+    async fn handle(&mut self, event: &Event) -> Result<Vec<SourceMessage>, SourceError> {
         let header = event.header();
         let end_pos = self.end_of(&header);
         let end = BinlogPosition::new(self.file.clone(), end_pos);
@@ -359,7 +346,7 @@ impl BinlogSource {
                 self.on_table_map(&tme).await?;
                 Ok(Vec::new())
             }
-            EventData::RowsEvent(rows) => self.on_rows(stream, header, &rows, &end),
+            EventData::RowsEvent(rows) => self.on_rows(header, &rows, &end),
             _ => Ok(Vec::new()),
         }
     }
@@ -425,9 +412,16 @@ impl BinlogSource {
                 .await?;
         let resolved = resolved.with_payload_json(payload_json);
         let decoders = ColumnDecoder::for_table(tme, &names);
+        let layout = rows::RowLayout::for_table(tme).map_err(|e| {
+            SourceError::Protocol(format!(
+                "cannot read the table map of {}: {e}",
+                table.qualified_name()
+            ))
+        })?;
         self.tables_by_id.insert(
             tme.table_id(),
             Some(Arc::new(OutboxTableMap {
+                layout,
                 used: (0..decoders.len())
                     .map(|i| resolved.uses_column(i))
                     .collect(),
@@ -440,7 +434,6 @@ impl BinlogSource {
 
     fn on_rows(
         &mut self,
-        stream: &impl TableMaps,
         header: BinlogEventHeader,
         rows: &RowsEventData<'_>,
         end: &BinlogPosition,
@@ -454,9 +447,6 @@ impl BinlogSource {
         let Some(Some(map)) = self.tables_by_id.get(&rows.table_id()).cloned() else {
             return Ok(Vec::new());
         };
-        let tme = stream.table_map(rows.table_id()).ok_or_else(|| {
-            SourceError::Protocol(format!("rows event at {end} without its TABLE_MAP"))
-        })?;
         // Inside a compressed payload, rows are numbered from the payload's start.
         let (event_start, first_row) = match &self.payload {
             Some(p) if header.log_pos() == 0 => (p.start, p.rows),
@@ -468,46 +458,61 @@ impl BinlogSource {
         if *self.file_shared != *self.file {
             self.file_shared = Arc::from(self.file.as_str());
         }
+        let present: Vec<bool> = rows
+            .columns_after_image()
+            .ok_or_else(|| {
+                SourceError::Protocol(format!("INSERT rows event without an after image at {end}"))
+            })?
+            .iter()
+            .by_vals()
+            .collect();
+        if present.len() != map.decoders.len() || present.contains(&false) {
+            return Err(SourceError::Protocol(format!(
+                "rows event at {end} has {} of {} columns; set binlog_row_image=FULL",
+                present.iter().filter(|p| **p).count(),
+                map.decoders.len()
+            )));
+        }
+        let mut data = ParseBuf(rows.rows_data());
         let mut out = Vec::new();
-        for (index, row) in rows.rows(tme).enumerate() {
+        let mut index = 0;
+        while !data.is_empty() {
             let position = RowPosition {
                 file: Arc::clone(&self.file_shared),
                 pos: event_start,
                 row: first_row + index,
             };
-            let decode_err = |source| SourceError::Decode {
-                table: map.resolved.table().qualified_name(),
-                position: position.to_string(),
-                source,
-            };
-            let (_, after) = row.map_err(|source| SourceError::Parse {
-                position: position.to_string(),
-                source,
-            })?;
-            let mut after = after.ok_or_else(|| {
-                SourceError::Protocol(format!("INSERT row without an after image at {position}"))
-            })?;
-            if after.len() != map.decoders.len() {
-                return Err(SourceError::Protocol(format!(
-                    "row at {position} has {} of {} columns; set binlog_row_image=FULL",
-                    after.len(),
-                    map.decoders.len()
-                )));
-            }
-            let columns = after.columns();
-            let mut cells = Vec::with_capacity(after.len());
-            for (i, decoder) in map.decoders.iter().enumerate() {
-                if !map.used[i] {
-                    // Not mapped: skip the decoding work.
-                    cells.push(Cell::Null);
-                    continue;
-                }
-                let value = after.take(i).expect("each column is taken once");
-                cells.push(
-                    decoder
-                        .decode(value, columns[i].character_set())
-                        .map_err(decode_err)?,
-                );
+            index += 1;
+            let mut cells = Vec::with_capacity(map.decoders.len());
+            let mut decode_err = None;
+            map.layout
+                .parse_row(&present, &mut data, |i, value| {
+                    let cell = match value {
+                        // Not mapped: skip the decoding work.
+                        _ if !map.used[i] => Cell::Null,
+                        None => Cell::Null,
+                        Some(value) => match map.decoders[i].decode(value, map.layout.collation(i))
+                        {
+                            Ok(cell) => cell,
+                            Err(e) => {
+                                decode_err.get_or_insert(e);
+                                Cell::Null
+                            }
+                        },
+                    };
+                    cells.push(cell);
+                    Ok(())
+                })
+                .map_err(|source| SourceError::Parse {
+                    position: position.to_string(),
+                    source,
+                })?;
+            if let Some(source) = decode_err {
+                return Err(SourceError::Decode {
+                    table: map.resolved.table().qualified_name(),
+                    position: position.to_string(),
+                    source,
+                });
             }
             let dead_letter = map.resolved.table().dead_letter.clone();
             let payload = dead_letter

@@ -1,0 +1,116 @@
+//! INSERT row images parsed straight from a WRITE_ROWS event's row data.
+//!
+//! mysql_common's `RowsEventData::rows` re-reads the table map's optional metadata and builds
+//! a `Column` with owned schema, table and column names for every column of every row, then
+//! copies each value; in the catch-up profile that was 16% of the connector's CPU. The layout
+//! of a table map (types, metadata, signedness, collations) is read once here instead, and
+//! each value is parsed by mysql_common's own `BinlogValue` parser, borrowing the event.
+//!
+//! Row image format: a NULL bitmap with one bit per column present in the event (LSB first),
+//! then the values of the present, non-NULL columns in column order.
+
+use std::io;
+
+use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::consts::ColumnType;
+use mysql_common::io::ParseBuf;
+
+/// What parsing a value of one column needs.
+#[derive(Debug, Clone)]
+struct ColumnLayout {
+    column_type: ColumnType,
+    meta: Vec<u8>,
+    unsigned: bool,
+    /// Collation id from the optional metadata; 0 when the server sent none.
+    collation: u16,
+}
+
+/// The columns of one table map, read once.
+#[derive(Debug, Clone)]
+pub struct RowLayout {
+    columns: Vec<ColumnLayout>,
+}
+
+impl RowLayout {
+    /// Reads types, metadata, signedness and collations the way mysql_common's row parser
+    /// assigns them.
+    pub fn for_table(tme: &TableMapEvent<'_>) -> io::Result<Self> {
+        let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+        let mut signedness = extractor.iter_signedness();
+        let mut charsets = extractor.iter_charset();
+        let mut enum_and_set_charsets = extractor.iter_enum_and_set_charset();
+        let mut columns = Vec::with_capacity(tme.columns_count() as usize);
+        for i in 0..tme.columns_count() as usize {
+            let column_type = tme
+                .get_column_type(i)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no column type"))?;
+            let unsigned = column_type
+                .is_numeric_type()
+                .then(|| signedness.next())
+                .flatten()
+                .unwrap_or_default();
+            let collation = if column_type.is_character_type() {
+                charsets.next().transpose()?.unwrap_or_default()
+            } else if column_type.is_enum_or_set_type() {
+                enum_and_set_charsets
+                    .next()
+                    .transpose()?
+                    .unwrap_or_default()
+            } else {
+                0
+            };
+            columns.push(ColumnLayout {
+                column_type,
+                meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+                unsigned,
+                collation,
+            });
+        }
+        Ok(Self { columns })
+    }
+
+    /// Collation id of column `index` (0 when unknown).
+    pub fn collation(&self, index: usize) -> u16 {
+        self.columns.get(index).map_or(0, |c| c.collation)
+    }
+
+    /// Parses one row image from the front of `buf`. `present[i]` tells whether column `i`
+    /// is in the image; `each(i, value)` receives every present column (`None` for NULL).
+    pub fn parse_row<'a>(
+        &'a self,
+        present: &[bool],
+        buf: &mut ParseBuf<'a>,
+        mut each: impl FnMut(usize, Option<BinlogValue<'a>>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if present.len() != self.columns.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "rows event has {} columns but its table map {}",
+                    present.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let in_image = present.iter().filter(|p| **p).count();
+        let null_bitmap: &[u8] = buf.parse(in_image.div_ceil(8))?;
+        let mut image_index = 0;
+        for (i, column) in self.columns.iter().enumerate() {
+            if !present[i] {
+                continue;
+            }
+            let is_null = null_bitmap[image_index / 8] & (1 << (image_index % 8)) != 0;
+            image_index += 1;
+            let value = if is_null {
+                None
+            } else {
+                let ctx = (column.column_type, &column.meta[..], column.unsigned, false);
+                Some(buf.parse::<BinlogValue<'a>>(ctx)?)
+            };
+            each(i, value)?;
+        }
+        Ok(())
+    }
+}
