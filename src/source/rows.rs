@@ -114,3 +114,84 @@ impl RowLayout {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mysql_async::Value;
+
+    use super::*;
+
+    fn column(column_type: ColumnType, meta: &[u8]) -> ColumnLayout {
+        ColumnLayout {
+            column_type,
+            meta: meta.to_vec(),
+            unsigned: false,
+            collation: 0,
+        }
+    }
+
+    #[test]
+    fn rows_are_parsed_one_after_another_with_nulls_from_the_bitmap() {
+        let layout = RowLayout {
+            columns: vec![
+                column(ColumnType::MYSQL_TYPE_LONG, &[]),
+                // VARCHAR(64): one length byte.
+                column(ColumnType::MYSQL_TYPE_VARCHAR, &[64, 0]),
+                column(ColumnType::MYSQL_TYPE_LONG, &[]),
+            ],
+        };
+        let data = [
+            0b010, 7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // 7, NULL, -1
+            0b000, 1, 0, 0, 0, 2, b'a', b'b', 2, 0, 0, 0, // 1, "ab", 2
+        ];
+        let mut buf = ParseBuf(&data);
+        let mut rows = Vec::new();
+        while !buf.is_empty() {
+            let mut row = Vec::new();
+            layout
+                .parse_row(&[true; 3], &mut buf, |i, value| {
+                    row.push((
+                        i,
+                        value.map(|v| match v {
+                            BinlogValue::Value(v) => v,
+                            other => panic!("{other:?}"),
+                        }),
+                    ));
+                    Ok(())
+                })
+                .unwrap();
+            rows.push(row);
+        }
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    (0, Some(Value::Int(7))),
+                    (1, None),
+                    (2, Some(Value::Int(-1)))
+                ],
+                vec![
+                    (0, Some(Value::Int(1))),
+                    (1, Some(Value::Bytes(b"ab".to_vec()))),
+                    (2, Some(Value::Int(2)))
+                ],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_truncated_row_is_an_error_not_a_panic() {
+        let layout = RowLayout {
+            columns: vec![column(ColumnType::MYSQL_TYPE_LONG, &[])],
+        };
+        let mut buf = ParseBuf(&[0, 7, 0]);
+        assert!(layout.parse_row(&[true], &mut buf, |_, _| Ok(())).is_err());
+        let mut buf = ParseBuf(&[]);
+        assert!(layout.parse_row(&[true], &mut buf, |_, _| Ok(())).is_err());
+        assert!(
+            layout
+                .parse_row(&[true, true], &mut ParseBuf(&[0]), |_, _| Ok(()))
+                .is_err()
+        );
+    }
+}
