@@ -191,9 +191,10 @@ impl Publisher {
         Ok(through)
     }
 
-    /// The NATS server's max_payload in bytes.
+    /// The NATS server's max_payload in bytes (an atomic read: this runs for every event,
+    /// and `server_info()` would clone the whole INFO record).
     pub fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload
+        self.client.max_payload()
     }
 
     /// Creates stream `name` if missing (when `create_stream`), or verifies that it covers
