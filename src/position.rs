@@ -70,19 +70,6 @@ impl FromStr for BinlogPosition {
     }
 }
 
-impl Serialize for BinlogPosition {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for BinlogPosition {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// A MariaDB GTID, `domain-server-sequence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MariadbGtid {
@@ -142,19 +129,6 @@ impl FromStr for MariadbGtid {
     }
 }
 
-impl Serialize for MariadbGtid {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MariadbGtid {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// A MariaDB GTID position: the last GTID of each replication domain, as in
 /// `@@gtid_binlog_pos` or `@slave_connect_state` (`0-1-100,1-2-7`). Domains are kept sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -209,19 +183,6 @@ impl FromStr for MariadbGtidList {
             list.apply(gtid);
         }
         Ok(list)
-    }
-}
-
-impl Serialize for MariadbGtidList {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MariadbGtidList {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -361,18 +322,26 @@ fn canonical_uuid(hex: &str) -> String {
     )
 }
 
-impl Serialize for MysqlGtidSet {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
+/// Serde as the `Display` text, parsed back with `FromStr`: positions and GTIDs are stored and
+/// configured in the form the servers print.
+macro_rules! serde_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
 }
 
-impl<'de> Deserialize<'de> for MysqlGtidSet {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet);
 
 #[cfg(test)]
 mod tests {

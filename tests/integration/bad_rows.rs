@@ -70,8 +70,9 @@ async fn fail_policy_stops_at_each_kind_of_bad_row_without_checkpointing_past_it
     for (case, values, reason) in cases() {
         let env = TestEnv::start("fail_policy").await;
         env.exec(LOOSE_TABLE).await;
-        let connector = InProcess::start(env.config(Some(&outbox(&env.schema, "fail"))));
-        wait_for_file(&env.checkpoint_path()).await;
+        let connector = env
+            .start_connector(env.config(Some(&outbox(&env.schema, "fail"))))
+            .await;
         let mut conn = env.conn().await;
         insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}')").await;
         env.wait_for_count(1, Duration::from_secs(30)).await;
@@ -105,8 +106,9 @@ async fn fail_policy_stops_at_each_kind_of_bad_row_without_checkpointing_past_it
 async fn dead_letter_policy_publishes_each_kind_of_bad_row_with_its_reason_and_continues() {
     let env = TestEnv::start("dead_letter").await;
     env.exec(LOOSE_TABLE).await;
-    let connector = InProcess::start(env.config(Some(&outbox(&env.schema, "dead_letter"))));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env
+        .start_connector(env.config(Some(&outbox(&env.schema, "dead_letter"))))
+        .await;
     let mut conn = env.conn().await;
     insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}')").await;
     for (_, values, _) in cases() {

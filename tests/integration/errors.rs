@@ -174,8 +174,7 @@ async fn existing_stream_that_does_not_cover_the_subjects_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_with_an_invalid_subject_value_stops_the_connector_before_checkpointing_past_it() {
     let env = TestEnv::start("bad_row").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let good = events(1, 3, 2);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &good, true).await;
@@ -248,4 +247,9 @@ async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting
             "left as found"
         );
     }
+    // The binary exits 1 on such a fatal runtime error (78 is for configuration).
+    let config = env.write_config("connector.toml", &env.config_toml(None));
+    let (code, _, err) = run_binary(&["run", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another-server"), "{err}");
 }

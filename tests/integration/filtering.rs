@@ -14,8 +14,7 @@ async fn other_tables_updates_deletes_and_rollbacks_publish_nothing_but_insert_t
         env.schema
     ))
     .await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
 
     let e = events(1, 6, 3);
     let mut conn = env.conn().await;

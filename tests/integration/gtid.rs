@@ -56,8 +56,7 @@ async fn connector_resumes_by_gtid_on_a_replica_whose_binlog_files_differ() {
     }
 
     let all = events(1, 300, 6);
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let mut primary = env.conn().await;
     for chunk in all[..100].chunks(10) {
         insert_tx(&mut primary, chunk, true).await;
@@ -126,8 +125,7 @@ async fn start_at_a_mariadb_gtid_position_publishes_only_what_follows_it() {
 async fn a_checkpoint_wins_over_source_start_unless_reset_is_asked_for() {
     let env = TestEnv::start("reset").await;
     let e = events(1, 30, 3);
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..10], true).await;
     env.wait_for_count(10, Duration::from_secs(30)).await;

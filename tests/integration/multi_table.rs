@@ -27,8 +27,7 @@ async fn tables_in_two_schemas_publish_with_their_own_mapping_subjects_and_strea
          [[outbox]]\ntable = \"billing.events\"\nstream = \"{billing_stream}\"\nsubject = \"billing.{{type}}\"\n\
          columns = {{ id = \"event_id\", aggregate_type = \"kind\", aggregate_id = \"ref\", event_type = \"name\", payload = \"body\" }}\n"
     );
-    let connector = InProcess::start(env.config(Some(&outbox)));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(Some(&outbox))).await;
 
     let shop = events(1, 20, 4);
     let mut conn = env.conn().await;

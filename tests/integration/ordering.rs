@@ -83,8 +83,7 @@ async fn an_event_the_stream_refuses_is_not_overtaken_and_lands_in_order_once_ac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_id_that_repeats_is_stored_once_and_the_events_after_it_flow() {
     let env = TestEnv::start("repeated_id").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
 
     let first = events(1, 5, 2);
     let later = events(6, 5, 2);
@@ -177,8 +176,7 @@ async fn stream_through_a_lossy_link(schema: &str, exclusive: bool) -> (Vec<Stri
             "[nats]\n",
             &format!("[nats]\nexclusive_streams = {exclusive}\n"),
         );
-    let connector = InProcess::start(env.config_from(&toml));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config_from(&toml)).await;
 
     let all = events(1, 3_000, 20);
     let writer = spawn_writer(&env, &all, 5, Duration::from_millis(1));
@@ -220,8 +218,7 @@ async fn an_idle_nats_restart_past_the_dedup_window_costs_one_retry_and_nothing_
     let toml = env
         .config_toml(None)
         .replace("[nats]\n", "[nats]\nduplicate_window_ms = 1000\n");
-    let connector = InProcess::start(env.config_from(&toml));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config_from(&toml)).await;
     let batch = events(1, 4, 2);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &batch[..2], true).await;

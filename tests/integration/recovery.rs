@@ -41,8 +41,7 @@ async fn insert_tx_checked(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_and_nats_restarts_mid_stream_lose_nothing_and_store_nothing_twice() {
     let mut env = TestEnv::start("server_restarts").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let url = format!("{}/{}", env.db.root_url(), env.schema);
     let all = events(1, 1_500, 10);
 
@@ -67,8 +66,7 @@ async fn database_and_nats_restarts_mid_stream_lose_nothing_and_store_nothing_tw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_in_purged_binlogs_is_fatal_with_a_hint_instead_of_a_silent_jump() {
     let env = TestEnv::start("purged").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     connector.stop().await.unwrap();
     let saved = checkpoint_position(&env.checkpoint_path());
 
@@ -131,8 +129,7 @@ async fn purge_to(env: &TestEnv, file: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_a_column_mid_stream_keeps_events_correct_and_dropping_a_mapped_one_stops() {
     let env = TestEnv::start("schema_change").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let e = events(1, 30, 3);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..10], true).await;
@@ -173,8 +170,7 @@ async fn adding_a_column_mid_stream_keeps_events_correct_and_dropping_a_mapped_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_above_max_payload_stops_naming_it_before_checkpointing_past_it() {
     let env = TestEnv::start("too_large").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &events(1, 3, 1), false).await;
     let before = master_position(&env).await;
@@ -271,8 +267,7 @@ async fn connector_started_while_nats_is_down_waits_for_it_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_frozen_longer_than_the_ack_timeout_is_survived_in_order() {
     let mut env = TestEnv::start("nats_frozen").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let e = events(1, 600, 6);
     let mut conn = env.conn().await;
     for chunk in e[..300].chunks(10) {

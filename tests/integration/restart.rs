@@ -100,8 +100,7 @@ async fn sigterm_waits_for_acks_saves_the_checkpoint_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connector_on_the_same_checkpoint_refuses_to_start() {
     let env = TestEnv::start("second_instance").await;
-    let first = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let first = env.start_connector(env.config(None)).await;
     let msg = InProcess::start(env.config(None))
         .join(Duration::from_secs(30))
         .await
@@ -123,8 +122,7 @@ async fn events_stored_before_a_lost_checkpoint_are_not_stored_again_after_the_d
         "ack_timeout_ms = 2000\n",
         "ack_timeout_ms = 2000\nduplicate_window_ms = 1000\n",
     );
-    let connector = InProcess::start(env.config_from(&toml));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config_from(&toml)).await;
     // The checkpoint as a crash right after these acks would have left it: before them.
     let stale_checkpoint = std::fs::read(env.checkpoint_path()).unwrap();
     let e = events(1, 30, 3);
@@ -150,8 +148,7 @@ async fn events_stored_before_a_lost_checkpoint_are_not_stored_again_after_the_d
 async fn a_new_database_publishing_into_an_old_stream_skips_nothing() {
     let env = TestEnv::start("recreated").await;
     let first = events(1, 30, 3);
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let mut conn = env.conn().await;
     for chunk in first.chunks(10) {
         insert_tx(&mut conn, chunk, true).await;
@@ -178,8 +175,7 @@ async fn a_new_database_publishing_into_an_old_stream_skips_nothing() {
         &env.db.url_for("cdc", CDC_PASSWORD),
         &fresh.url_for("cdc", CDC_PASSWORD),
     );
-    let connector = InProcess::start(env.config_from(&toml));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config_from(&toml)).await;
     let second = events(31, 5, 1);
     let mut fresh_conn = mysql_async::Conn::from_url(format!("{}/recreated", fresh.root_url()))
         .await

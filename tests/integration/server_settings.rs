@@ -40,8 +40,7 @@ async fn compressed_binlog_is_refused_because_its_row_events_cannot_be_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binlog_without_checksums_is_followed_with_correct_positions() {
     let env = TestEnv::start_with("no_checksum", &["--binlog-checksum=NONE"]).await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let e = events(1, 50, 5);
     let mut conn = env.conn().await;
     for chunk in e.chunks(10) {
@@ -107,8 +106,7 @@ async fn check_warns_when_binlogs_are_purged_sooner_than_a_day() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_map_without_column_names_after_ones_with_names_is_an_error_not_a_guess() {
     let env = TestEnv::start("names_dropped").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let e = events(1, 10, 2);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..5], true).await;
@@ -135,8 +133,7 @@ async fn table_map_without_column_names_after_ones_with_names_is_an_error_not_a_
 async fn an_idle_outbox_still_advances_the_checkpoint_past_other_tables_writes() {
     let env = TestEnv::start("idle_progress").await;
     env.exec("CREATE TABLE other (id INT PRIMARY KEY)").await;
-    let connector = InProcess::start(env.config(None));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(None)).await;
     let start = checkpoint_position(&env.checkpoint_path());
     let mut conn = env.conn().await;
     let began = std::time::Instant::now();

@@ -20,8 +20,7 @@ async fn binary_ids_latin1_text_json_timestamps_and_a_2mb_payload_round_trip() {
          columns = {{ timestamp = \"created_at\" }}\nheaders = {{ Note = \"note\", Tenant = \"tenant\" }}\n",
         env.schema
     );
-    let connector = InProcess::start(env.config(Some(&outbox)));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(Some(&outbox))).await;
 
     let mut conn = env.conn().await;
     // Id ends in two zero bytes, which the binlog strips from BINARY columns.
@@ -83,8 +82,7 @@ async fn bigint_ids_and_binary_blob_payloads_round_trip_bytes_unchanged() {
          columns = {{ id = \"event_id\", aggregate_type = \"kind\", aggregate_id = \"entity\", event_type = \"name\", payload = \"body\" }}\n",
         env.schema
     );
-    let connector = InProcess::start(env.config(Some(&outbox)));
-    wait_for_file(&env.checkpoint_path()).await;
+    let connector = env.start_connector(env.config(Some(&outbox))).await;
     let body: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, 0x00]).collect();
     let mut conn = env.conn().await;
     conn.exec_drop(

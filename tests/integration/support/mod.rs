@@ -140,6 +140,13 @@ impl TestEnv {
         Config::load_with_env(&path, std::iter::empty()).expect("test config is valid")
     }
 
+    /// Starts the connector in this process and waits until it has saved its start position.
+    pub async fn start_connector(&self, config: Config) -> InProcess {
+        let connector = InProcess::start(config);
+        wait_for_file(&self.checkpoint_path()).await;
+        connector
+    }
+
     pub async fn jetstream(&self) -> jetstream::Context {
         let client = async_nats::connect(self.nats.url())
             .await
