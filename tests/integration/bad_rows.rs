@@ -79,11 +79,7 @@ async fn fail_policy_stops_at_each_kind_of_bad_row_without_checkpointing_past_it
         let before = master_position(&env).await;
         insert(&mut conn, &values).await;
         insert(&mut conn, "('good-2', 'User', 'u', 'T', '{}')").await;
-        let msg = connector
-            .join(Duration::from_secs(30))
-            .await
-            .unwrap_err()
-            .to_string();
+        let msg = connector.failure().await.to_string();
         assert!(msg.contains(reason), "{case}: {msg}");
         assert!(
             msg.contains("fail_policy.loose") || msg.contains("max_payload"),

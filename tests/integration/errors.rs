@@ -1,8 +1,6 @@
 //! Bad config, unreachable servers, failed preflight checks and bad rows: clear errors, and
 //! nothing checkpointed past a row that was not handled.
 
-use std::time::Duration;
-
 use binlog_outbox::error::{Error, SourceError};
 use mysql_async::prelude::Queryable;
 
@@ -117,10 +115,7 @@ async fn run_refuses_to_start_when_a_preflight_check_fails() {
     let env = TestEnv::start("preflight").await;
     env.exec_root("SET GLOBAL binlog_format = 'STATEMENT'")
         .await;
-    let err = InProcess::start(env.config(None))
-        .join(Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = InProcess::start(env.config(None)).failure().await;
     let msg = err.to_string();
     assert!(matches!(err, Error::Preflight(_)), "{msg}");
     assert!(
@@ -138,9 +133,8 @@ async fn missing_mapped_column_fails_preflight_naming_the_column() {
         env.schema
     );
     let msg = InProcess::start(env.config(Some(&outbox)))
-        .join(Duration::from_secs(30))
+        .failure()
         .await
-        .unwrap_err()
         .to_string();
     assert!(
         msg.contains("event_kind") && msg.contains("mapping.outbox"),
@@ -161,9 +155,8 @@ async fn existing_stream_that_does_not_cover_the_subjects_is_refused() {
         .await
         .unwrap();
     let msg = InProcess::start(env.config(None))
-        .join(Duration::from_secs(30))
+        .failure()
         .await
-        .unwrap_err()
         .to_string();
     assert!(
         msg.contains("outbox.event.*") && msg.contains("do not cover"),
@@ -192,7 +185,7 @@ async fn row_with_an_invalid_subject_value_stops_the_connector_before_checkpoint
     .unwrap();
     insert_tx(&mut conn, &events(10, 1, 1), false).await;
 
-    let err = connector.join(Duration::from_secs(30)).await.unwrap_err();
+    let err = connector.failure().await;
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Source(ref e) if matches!(**e, SourceError::BadRow(_))),
@@ -209,10 +202,7 @@ async fn row_with_an_invalid_subject_value_stops_the_connector_before_checkpoint
         "checkpoint stays at the end of the last good transaction"
     );
     // A restart stops at the same row again: it was not skipped.
-    let again = InProcess::start(env.config(None))
-        .join(Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let again = InProcess::start(env.config(None)).failure().await;
     assert!(again.to_string().contains(bad_id));
     assert_eq!(checkpoint_position(&env.checkpoint_path()), before_bad);
 }
@@ -236,9 +226,8 @@ async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting
     for (content, expected) in cases {
         std::fs::write(env.checkpoint_path(), content).unwrap();
         let msg = InProcess::start(env.config(None))
-            .join(Duration::from_secs(30))
+            .failure()
             .await
-            .unwrap_err()
             .to_string();
         assert!(msg.contains(expected), "{content:?}: {msg}");
         assert_eq!(

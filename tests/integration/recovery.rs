@@ -76,10 +76,7 @@ async fn checkpoint_in_purged_binlogs_is_fatal_with_a_hint_instead_of_a_silent_j
     let current = master_position(&env).await;
     purge_to(&env, &current.file).await;
 
-    let err = InProcess::start(env.config(None))
-        .join(Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    let err = InProcess::start(env.config(None)).failure().await;
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Source(ref e) if matches!(**e, SourceError::BinlogUnavailable { .. })),
@@ -151,11 +148,7 @@ async fn adding_a_column_mid_stream_keeps_events_correct_and_dropping_a_mapped_o
     )
     .await
     .unwrap();
-    let msg = connector
-        .join(Duration::from_secs(30))
-        .await
-        .unwrap_err()
-        .to_string();
+    let msg = connector.failure().await.to_string();
     assert!(
         msg.contains("`type`") && msg.contains("schema_change.outbox"),
         "{msg}"
@@ -184,7 +177,7 @@ async fn event_above_max_payload_stops_naming_it_before_checkpointing_past_it() 
     )
     .await
     .unwrap();
-    let err = connector.join(Duration::from_secs(30)).await.unwrap_err();
+    let err = connector.failure().await;
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Publish(ref e) if matches!(**e, PublishError::TooLarge { .. })),

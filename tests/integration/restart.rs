@@ -102,9 +102,8 @@ async fn a_second_connector_on_the_same_checkpoint_refuses_to_start() {
     let env = TestEnv::start("second_instance").await;
     let first = env.start_connector(env.config(None)).await;
     let msg = InProcess::start(env.config(None))
-        .join(Duration::from_secs(30))
+        .failure()
         .await
-        .unwrap_err()
         .to_string();
     assert!(msg.contains("in use by another binlog-outbox"), "{msg}");
     // The first one is unaffected.

@@ -276,6 +276,13 @@ impl InProcess {
     }
 
     /// Waits for the connector to end on its own (with an error, normally).
+    /// Waits (up to 30 s) for the connector to stop with the error it is expected to stop with.
+    pub async fn failure(self) -> Error {
+        self.join(Duration::from_secs(30))
+            .await
+            .expect_err("the connector stops with an error")
+    }
+
     pub async fn join(self, timeout: Duration) -> Result<(), Error> {
         tokio::time::timeout(timeout, self.handle)
             .await
