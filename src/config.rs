@@ -421,6 +421,10 @@ impl Config {
                     problems.push(format!(
                         "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
                     ));
+                } else if let Some(prefix) = reserved_header_prefix(header) {
+                    problems.push(format!(
+                        "{at}.headers.{header}: header names starting with {prefix:?} are reserved (JetStream acts on Nats-* headers, the connector sets Outbox-* itself); choose another name"
+                    ));
                 }
                 if column.trim().is_empty() {
                     problems.push(format!("{at}.headers.{header}: column name is empty"));
@@ -495,6 +499,18 @@ fn check_stream_name(path: &str, stream: &str, problems: &mut Vec<String>) {
             "{path}: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
         ));
     }
+}
+
+/// Header name prefixes the `headers` mapping may not use: JetStream acts on `Nats-*`
+/// headers (a mapped `Nats-Msg-Id` would make it drop distinct events as duplicates), and the
+/// connector's own `Outbox-*` headers must not be replaced.
+pub const RESERVED_HEADER_PREFIXES: [&str; 2] = ["Nats-", "Outbox-"];
+
+fn reserved_header_prefix(name: &str) -> Option<&'static str> {
+    RESERVED_HEADER_PREFIXES.into_iter().find(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    })
 }
 
 fn is_valid_header_name(name: &str) -> bool {
@@ -681,6 +697,31 @@ mod tests {
         assert!(matches!(parse(mysql).unwrap(), StartPosition::MysqlGtid(_)));
         assert_eq!(parse(mysql).unwrap().to_string(), mysql);
         assert!(parse("0-1").is_err());
+    }
+
+    #[test]
+    fn reserved_header_names_are_refused_whatever_their_case() {
+        for name in [
+            "Nats-Msg-Id",
+            "nats-expected-last-msg-id",
+            "NATS-TTL",
+            "Outbox-Table",
+        ] {
+            let toml = MINIMAL.replace(
+                "table = \"shop.outbox\"",
+                &format!("table = \"shop.outbox\"\nheaders = {{ {name} = \"tenant\" }}"),
+            );
+            let err = load(&toml, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("outbox[0].headers.{name}")) && err.contains("reserved"),
+                "{name}: {err}"
+            );
+        }
+        let toml = MINIMAL.replace(
+            "table = \"shop.outbox\"",
+            "table = \"shop.outbox\"\nheaders = { Natsy = \"a\", X-Outbox-Tenant = \"b\" }",
+        );
+        load(&toml, &[]).expect("only the prefixes are reserved");
     }
 
     #[test]

@@ -292,7 +292,13 @@ impl ResolvedTable {
         let aggregate_type = text(self.aggregate_type, &cols.aggregate_type)?;
         let aggregate_id = text(self.aggregate_id, &cols.aggregate_id)?;
         let event_type = text(self.event_type, &cols.event_type)?;
-        let timestamp = self.timestamp.and_then(|i| cells[i].render());
+        let timestamp = match (self.timestamp, &cols.timestamp) {
+            (Some(i), Some(col)) => cells[i]
+                .render()
+                .map(|value| header_safe(value, col))
+                .transpose()?,
+            _ => None,
+        };
         let mut headers = Vec::with_capacity(self.headers.len());
         for (name, i) in &self.headers {
             if let Some(value) = cells[*i].render() {
@@ -507,6 +513,14 @@ mod tests {
         let mut cells = row("Order");
         cells[6] = Cell::Text("acme\n".into());
         assert!(r.event(cells, pos()).unwrap_err().reason.contains("Tenant"));
+        // The timestamp becomes a header too (a text column can hold anything).
+        let mut cells = row("Order");
+        cells[5] = Cell::Text("2024-01-02\r\nNats-Msg-Id: forged".into());
+        let err = r.event(cells, pos()).unwrap_err();
+        assert!(
+            err.reason.contains("line break") && err.reason.contains("created_at"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,6 +16,10 @@ use crate::route::{SubjectTemplate, subject_covers};
 fn table(subject: &str) -> Arc<OutboxTable> {
     let config = OutboxTableConfig {
         headers: [("Tenant".to_string(), "tenant".to_string())].into(),
+        columns: crate::config::ColumnMapping {
+            timestamp: Some("created".into()),
+            ..Default::default()
+        },
         ..OutboxTableConfig::new("shop.outbox", subject)
     };
     Arc::new(OutboxTable::from_config(&config).unwrap())
@@ -29,6 +33,7 @@ fn columns() -> Vec<String> {
         "type",
         "payload",
         "tenant",
+        "created",
     ]
     .map(String::from)
     .to_vec()
@@ -47,6 +52,7 @@ proptest! {
         aggregate_id in value(),
         event_type in value(),
         tenant in value(),
+        created in value(),
         payload in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
         for template in ["outbox.event.{aggregatetype}", "x.{type}.{aggregateid}", "t-{id}.{aggregatetype}"] {
@@ -58,6 +64,7 @@ proptest! {
                 Cell::Text(event_type.clone()),
                 Cell::Bytes(payload.clone()),
                 Cell::Text(tenant.clone()),
+                Cell::Text(created.clone()),
             ];
             let position = RowPosition { file: "bin.000001".into(), pos: 4, row: 0 };
             let Ok(event) = resolved.event(cells, position) else { continue };
