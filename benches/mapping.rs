@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use binlog_outbox::cell::Cell;
 use binlog_outbox::config::{ColumnMapping, OutboxTableConfig};
-use binlog_outbox::outbox::{OutboxTable, RowPosition};
+use binlog_outbox::outbox::OutboxTable;
+use binlog_outbox::position::RowPosition;
 use binlog_outbox::publish::OutgoingMessage;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -63,7 +64,7 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || cells.clone(),
                 |cells| {
-                    let event = resolved.event(cells, position.clone()).unwrap();
+                    let event = resolved.event(cells, position.clone(), 0).unwrap();
                     OutgoingMessage::from(event)
                 },
                 BatchSize::SmallInput,

@@ -62,6 +62,62 @@ pub enum SourceError {
     },
     #[error("no binlog event or heartbeat for {silent_ms} ms; the connection is presumed dead")]
     Silent { silent_ms: u64 },
+    #[error(
+        "{what} at {address} got no answer within {timeout_ms} ms; the connection is presumed dead"
+    )]
+    Timeout {
+        what: &'static str,
+        address: String,
+        timeout_ms: u64,
+    },
+    #[error(
+        "the server's binlog at {position} is not the history the checkpoint was written from: {reason}"
+    )]
+    HistoryChanged { position: String, reason: String },
+    #[error(
+        "the checkpoint was written for server {checkpoint_server}, but source.url now reaches server {current_server}, and the checkpoint holds no GTID position to resume by"
+    )]
+    OtherServer {
+        checkpoint_server: String,
+        current_server: String,
+    },
+    #[error("the source server's settings changed:\n{failed}")]
+    ServerSettings { failed: String },
+    #[error(
+        "statement-format write at {position} (default database `{schema}`): {statement:?}; its rows are not in the binlog, so outbox rows it inserts cannot be read (binlog_format is not ROW for the session that wrote it)"
+    )]
+    StatementFormat {
+        position: String,
+        schema: String,
+        statement: String,
+    },
+    #[error(
+        "binlog event of unknown type {event_type} at {position} in a transaction that writes to outbox table {table}: it may carry outbox rows this build cannot read"
+    )]
+    UnknownEvent {
+        event_type: u8,
+        position: String,
+        table: String,
+    },
+    #[error(
+        "the server logged an incident at {position}: {message}; changes may be missing from the binlog there"
+    )]
+    Incident { position: String, message: String },
+    #[error(
+        "XA transaction {xid} commits at {position}, but its XA PREPARE lies before where reading started, so its rows were not read"
+    )]
+    XaPreparedBeforeStart { xid: String, position: String },
+    #[error(
+        "XA transaction {xid} prepared at {position} holds more outbox rows than the connector holds in memory until its XA COMMIT"
+    )]
+    XaTooLarge { xid: String, position: String },
+    #[error("malformed table map of {table} at {position}")]
+    TableMap {
+        table: String,
+        position: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("query failed: {query}")]
     Query {
         query: &'static str,
@@ -215,7 +271,35 @@ impl Error {
                 | SourceError::ConnectTimeout { .. }
                 | SourceError::Stream { .. }
                 | SourceError::Silent { .. }
+                | SourceError::Timeout { .. }
                 | SourceError::Query { .. } => Policy::Retry,
+                SourceError::HistoryChanged { .. } => Policy::Fatal {
+                    hint: "the binlog history changed under the checkpoint (RESET MASTER, a recreated database, another log_bin basename, or another server behind source.url): events since then are in the new history; move the checkpoint away (or run --reset-checkpoint) with source.start = \"earliest\" to publish the new history from its start, or \"latest\" to skip it",
+                },
+                SourceError::OtherServer { .. } => Policy::Fatal {
+                    hint: "point source.url back at the checkpoint's server, or move the checkpoint away (or run --reset-checkpoint) to start from source.start on this server",
+                },
+                SourceError::ServerSettings { .. } => Policy::Fatal {
+                    hint: "set the server's binlog settings back (see `binlog-outbox check`) and start again; nothing past the checkpoint was skipped",
+                },
+                SourceError::StatementFormat { .. } => Policy::Fatal {
+                    hint: "set binlog_format = ROW (globally and for the writing sessions); the statement's outbox rows must be re-inserted by hand, then restart with --reset-checkpoint and source.start past the statement; nothing past it was checkpointed",
+                },
+                SourceError::UnknownEvent { .. } => Policy::Fatal {
+                    hint: "this server writes an event type this build does not know; upgrade binlog-outbox or report it with the position; nothing past it was checkpointed",
+                },
+                SourceError::Incident { .. } => Policy::Fatal {
+                    hint: "the server says its binlog misses changes here (as a replica would, the connector stops): check the server's error log and re-insert lost outbox rows by hand, then restart with --reset-checkpoint and source.start past the incident",
+                },
+                SourceError::XaPreparedBeforeStart { .. } => Policy::Fatal {
+                    hint: "start from a position before the XA PREPARE (source.start with --reset-checkpoint) so that its rows are read; if it wrote no outbox rows, start after its XA COMMIT instead",
+                },
+                SourceError::XaTooLarge { .. } => Policy::Fatal {
+                    hint: "split the XA transaction's outbox rows over smaller transactions; nothing past it was checkpointed",
+                },
+                SourceError::TableMap { .. } => Policy::Fatal {
+                    hint: "the server sent a table map this build cannot read; please report it with the position; nothing past it was checkpointed",
+                },
                 SourceError::AccessDenied { .. } => Policy::Fatal {
                     hint: "grant the connector's user REPLICATION SLAVE, BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) and SELECT on the outbox tables; see schemas/",
                 },

@@ -12,39 +12,8 @@ use std::sync::Arc;
 
 use crate::cell::Cell;
 use crate::config::OutboxTableConfig;
+pub use crate::position::RowPosition;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
-
-/// Where a row came from: the binlog file, the rows event's start offset and the row's index
-/// inside it. Cheap to clone (the file name is shared). Orders as the binlog does (file names
-/// are zero-padded) — comparable only between positions of the same server.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RowPosition {
-    pub file: Arc<str>,
-    pub pos: u64,
-    pub row: usize,
-}
-
-impl std::str::FromStr for RowPosition {
-    type Err = String;
-
-    /// Parses `FILE:POS#ROW` (the `Outbox-Source-Position` header).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("not a row position (FILE:POS#ROW): {s:?}");
-        let (event, row) = s.rsplit_once('#').ok_or_else(bad)?;
-        let (file, pos) = event.rsplit_once(':').ok_or_else(bad)?;
-        Ok(Self {
-            file: file.into(),
-            pos: pos.parse().map_err(|_| bad())?,
-            row: row.parse().map_err(|_| bad())?,
-        })
-    }
-}
-
-impl std::fmt::Display for RowPosition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}#{}", self.file, self.pos, self.row)
-    }
-}
 
 /// One outbox row, ready to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +36,8 @@ pub struct OutboxEvent {
     /// The stream the event belongs in.
     pub stream: Arc<str>,
     pub position: RowPosition,
+    /// CRC32 of the binlog event at `position` (see [`crate::position::event_checksum`]).
+    pub checksum: u32,
     /// Dead-letter subject of the table, when its bad rows go there instead of stopping.
     pub dead_letter: Option<Arc<str>>,
     /// Set on dead-letter messages: why the row could not be published normally.
@@ -238,6 +209,7 @@ impl ResolvedTable {
         &self,
         mut cells: Vec<Cell>,
         position: RowPosition,
+        checksum: u32,
     ) -> Result<OutboxEvent, BadRow> {
         let id = cells.get(self.id).and_then(Cell::render);
         let position_for_errors = position.clone();
@@ -333,6 +305,7 @@ impl ResolvedTable {
             qualified_table: Arc::clone(&self.table.qualified),
             stream: Arc::clone(&self.table.stream),
             position,
+            checksum,
             dead_letter: self.table.dead_letter.clone(),
             dead_letter_reason: None,
         };
@@ -354,6 +327,7 @@ impl ResolvedTable {
         subject: &Arc<str>,
         payload: Option<Vec<u8>>,
         position: RowPosition,
+        checksum: u32,
         bad: &BadRow,
     ) -> OutboxEvent {
         let one_line = |s: &str| s.replace(['\r', '\n'], " ");
@@ -363,7 +337,7 @@ impl ResolvedTable {
             bad.id.clone()
         };
         OutboxEvent {
-            id: format!("{base}:dead-letter"),
+            id: dead_letter_id(&base),
             aggregate_type: String::new(),
             aggregate_id: String::new(),
             event_type: String::new(),
@@ -376,6 +350,7 @@ impl ResolvedTable {
             qualified_table: Arc::clone(&self.table.qualified),
             stream: Arc::clone(&self.table.stream),
             position,
+            checksum,
             dead_letter: None,
             dead_letter_reason: Some(one_line(&bad.reason)),
         }
@@ -385,6 +360,12 @@ impl ResolvedTable {
     pub fn payload_column(&self) -> usize {
         self.payload
     }
+}
+
+/// The dedup id of the dead letter standing in for the row with id (or position) `base`:
+/// derived, so that a replay does not store it twice.
+pub fn dead_letter_id(base: &str) -> String {
+    format!("{base}:dead-letter")
 }
 
 impl SubjectValues for OutboxEvent {
@@ -458,7 +439,7 @@ mod tests {
     fn row_maps_to_event_with_subject_and_headers() {
         let t = table("outbox.event.{aggregatetype}", &[("Tenant", "tenant")]);
         let resolved = t.resolve(&columns()).unwrap();
-        let e = resolved.event(row("Order"), pos()).unwrap();
+        let e = resolved.event(row("Order"), pos(), 0).unwrap();
         assert_eq!(e.id, "00010203-0405-0607-0809-0a0b0c0d0e0f");
         assert_eq!(e.aggregate_id, "42");
         assert_eq!(e.subject, "outbox.event.Order");
@@ -492,7 +473,7 @@ mod tests {
         let err = t
             .resolve(&columns())
             .unwrap()
-            .event(row("Order Line"), pos())
+            .event(row("Order Line"), pos(), 0)
             .unwrap_err();
         assert_eq!(err.id, "00010203-0405-0607-0809-0a0b0c0d0e0f");
         assert_eq!(err.position, "bin.000001:500#2");
@@ -505,18 +486,23 @@ mod tests {
         let r = t.resolve(&columns()).unwrap();
         let mut cells = row("Order");
         cells[2] = Cell::Text("42\r\nNats-Msg-Id: forged".into());
-        let err = r.event(cells, pos()).unwrap_err();
+        let err = r.event(cells, pos(), 0).unwrap_err();
         assert!(
             err.reason.contains("line break") && err.reason.contains("aggregateid"),
             "{err}"
         );
         let mut cells = row("Order");
         cells[6] = Cell::Text("acme\n".into());
-        assert!(r.event(cells, pos()).unwrap_err().reason.contains("Tenant"));
+        assert!(
+            r.event(cells, pos(), 0)
+                .unwrap_err()
+                .reason
+                .contains("Tenant")
+        );
         // The timestamp becomes a header too (a text column can hold anything).
         let mut cells = row("Order");
         cells[5] = Cell::Text("2024-01-02\r\nNats-Msg-Id: forged".into());
-        let err = r.event(cells, pos()).unwrap_err();
+        let err = r.event(cells, pos(), 0).unwrap_err();
         assert!(
             err.reason.contains("line break") && err.reason.contains("created_at"),
             "{err}"
@@ -529,11 +515,16 @@ mod tests {
         let r = t.resolve(&columns()).unwrap();
         let mut cells = row("Order");
         cells[0] = Cell::Null;
-        assert!(r.event(cells, pos()).unwrap_err().reason.contains("NULL"));
+        assert!(
+            r.event(cells, pos(), 0)
+                .unwrap_err()
+                .reason
+                .contains("NULL")
+        );
         let mut cells = row("Order");
         cells[4] = Cell::Null;
         assert!(
-            r.event(cells, pos())
+            r.event(cells, pos(), 0)
                 .unwrap_err()
                 .reason
                 .contains("payload")
@@ -547,12 +538,15 @@ mod tests {
         cells[4] = Cell::Text("{\"total\": 1,".into());
         let plain = t.resolve(&columns()).unwrap();
         assert!(
-            plain.event(cells.clone(), pos()).is_ok(),
+            plain.event(cells.clone(), pos(), 0).is_ok(),
             "bytes stay bytes"
         );
         let json = t.resolve(&columns()).unwrap().with_payload_json(true);
-        let err = json.event(cells, pos()).unwrap_err();
+        let err = json.event(cells, pos(), 0).unwrap_err();
         assert!(err.reason.contains("invalid JSON"), "{err}");
-        assert!(json.event(row("Order"), pos()).is_ok(), "valid JSON passes");
+        assert!(
+            json.event(row("Order"), pos(), 0).is_ok(),
+            "valid JSON passes"
+        );
     }
 }

@@ -14,6 +14,7 @@
 //! the last acknowledged position; the NATS connection is drained.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::error::{Error, Policy};
 use crate::outbox::OutboxTable;
 use crate::publish::Publisher;
 use crate::source::preflight::{self, Check, Status};
-use crate::source::{self, BinlogSource, SourceSettings};
+use crate::source::{self, BinlogSource, SourceSettings, session};
 
 /// Events buffered between the source and the publisher.
 const SOURCE_CHANNEL_CAPACITY: usize = 1024;
@@ -78,6 +79,9 @@ fn prepare(config: &Config) -> Result<Prepared, Error> {
         endpoint: source::Endpoint {
             opts,
             connect_timeout: Duration::from_millis(config.source.connect_timeout_ms),
+            // A server silent for two heartbeat periods is presumed dead, in a query too.
+            io_timeout: Duration::from_millis(config.source.heartbeat_ms)
+                * source::SILENT_HEARTBEATS,
         },
         streams,
     })
@@ -149,66 +153,18 @@ pub async fn run_with(
     // Held until `run` returns: a second connector on the same checkpoint fails right here.
     let store: Arc<dyn CheckpointStore> =
         Arc::new(FileCheckpointStore::lock(&config.checkpoint.path)?);
-    let (checks, facts) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
-    for c in &checks {
-        match c.status {
-            Status::Pass => info!(check = %c.name, detail = %c.detail, "preflight passed"),
-            Status::Warn => {
-                warn!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight warning")
-            }
-            Status::Fail => {
-                error!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight failed")
-            }
-        }
-    }
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| format!("  {c}"))
-        .collect();
-    if !failed.is_empty() {
-        return Err(Error::Preflight(failed.join("\n")));
-    }
-
-    info!(server = %facts.version, "source server");
-    let flavor = source::flavor::Flavor::from_version(&facts.version);
-    let mut acked = match store.load()? {
-        Some(cp) if !options.reset_checkpoint => {
-            check_same_server(&cp, facts.identity.as_deref(), &config)?;
-            info!(position = %cp.position, "resuming from checkpoint");
-            cp
-        }
-        existing => {
-            if let Some(old) = existing {
-                warn!(checkpoint = %old.position, start = %config.source.start, "--reset-checkpoint: ignoring the checkpoint and starting at source.start");
-            }
-            let mut cp =
-                source::resolve_start(&prepared.endpoint, flavor, &config.source.start).await?;
-            cp.server = facts.identity.clone();
-            info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
-            // Persist the start right away: a crash before the first event must not move a
-            // `latest` start past events committed in between.
-            store.save(&cp)?;
-            cp
-        }
-    };
-
-    if flavor.is_mariadb() && acked.gtid.is_none() {
-        // Record the GTID position too, so that later restarts can resume by GTID (and follow
-        // a promoted replica).
-        acked.gtid = source::gtid_position_at(&prepared.endpoint, &acked.position).await?;
-        if acked.gtid.is_some() {
-            store.save(&acked)?;
-        }
-    }
-
-    // The start is saved: NATS may now take its time to come up.
-    let Some(mut publisher) = connect_nats(&config, &prepared, &cancel).await? else {
+    // Start-up waits on the server; a signal must still end it at once.
+    let started = until_cancelled(&cancel, start_up(&config, &prepared, &store, options)).await;
+    let Some(started) = started else {
+        info!("stopped during start-up");
         return Ok(());
     };
-    if let Some(identity) = &facts.identity {
-        publisher.set_source_identity(identity);
-    }
+    let (mut acked, flavor) = started?;
+
+    // The start is saved: NATS may now take its time to come up.
+    let Some(publisher) = connect_nats(&config, &prepared, &cancel).await? else {
+        return Ok(());
+    };
 
     let settings = SourceSettings {
         endpoint: prepared.endpoint.clone(),
@@ -216,7 +172,6 @@ pub async fn run_with(
         tables: prepared.tables.clone(),
         flavor,
         heartbeat: Duration::from_millis(config.source.heartbeat_ms),
-        identity: facts.identity.clone(),
     };
     let shutdown_timeout = Duration::from_millis(config.shutdown.timeout_ms);
     let mut backoff = BACKOFF_MIN;
@@ -264,6 +219,76 @@ pub async fn run_with(
     result
 }
 
+/// Preflight and start resolution: the acknowledged position to run from (saved first when
+/// it is a new start), and the server's flavor.
+async fn start_up(
+    config: &Config,
+    prepared: &Prepared,
+    store: &Arc<dyn CheckpointStore>,
+    options: RunOptions,
+) -> Result<(Checkpoint, source::flavor::Flavor), Error> {
+    let (checks, facts) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
+    for c in &checks {
+        match c.status {
+            Status::Pass => info!(check = %c.name, detail = %c.detail, "preflight passed"),
+            Status::Warn => {
+                warn!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight warning")
+            }
+            Status::Fail => {
+                error!(check = %c.name, detail = %c.detail, fix = ?c.fix, "preflight failed")
+            }
+        }
+    }
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("  {c}"))
+        .collect();
+    if !failed.is_empty() {
+        return Err(Error::Preflight(failed.join("\n")));
+    }
+
+    info!(server = %facts.version, "source server");
+    let flavor = source::flavor::Flavor::from_version(&facts.version);
+    let acked = match store.load()? {
+        Some(cp) if !options.reset_checkpoint => {
+            info!(position = %cp.position, "resuming from checkpoint");
+            cp
+        }
+        existing => {
+            if let Some(old) = existing {
+                warn!(checkpoint = %old.position, start = %config.source.start, "--reset-checkpoint: ignoring the checkpoint and starting at source.start");
+            }
+            let mut cp =
+                source::resolve_start(&prepared.endpoint, flavor, &config.source.start).await?;
+            cp.server = facts.identity.clone();
+            if flavor.is_mariadb() && cp.gtid.is_none() {
+                // Record the GTID position too, so that later restarts can resume by GTID
+                // (and follow a promoted replica).
+                cp.gtid = source::gtid_position_at(&prepared.endpoint, &cp.position).await?;
+            }
+            info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
+            // Persist the start right away: a crash before the first event must not move a
+            // `latest` start past events committed in between.
+            store.save(&cp)?;
+            cp
+        }
+    };
+    Ok((acked, flavor))
+}
+
+/// `work`, unless `cancel` fires first (`None`).
+async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => None,
+        done = work => Some(done),
+    }
+}
+
 /// Connects to NATS and provisions the streams, retrying with backoff while NATS is
 /// unreachable. `None` when cancelled first.
 async fn connect_nats(
@@ -295,27 +320,6 @@ async fn connect_nats(
     }
 }
 
-/// A checkpoint's file position means nothing on another server: refuse it there unless it
-/// carries a GTID position to resume by (a failover).
-fn check_same_server(cp: &Checkpoint, current: Option<&str>, config: &Config) -> Result<(), Error> {
-    match (&cp.server, current) {
-        (Some(theirs), Some(ours)) if theirs != ours => {
-            if cp.has_gtid_position() {
-                info!(checkpoint_server = %theirs, server = %ours, "checkpoint from another server of the topology; resuming by GTID");
-                Ok(())
-            } else {
-                Err(crate::checkpoint::CheckpointError::OtherServer {
-                    path: config.checkpoint.path.clone(),
-                    checkpoint_server: theirs.clone(),
-                    current_server: ours.to_owned(),
-                }
-                .into())
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
 /// One run of the three stages from `acked`. Returns the first error (if any) and the last
 /// checkpoint saved.
 #[allow(clippy::too_many_arguments)]
@@ -329,27 +333,53 @@ async fn run_stages(
     shutdown_timeout: Duration,
 ) -> (Result<(), Error>, Checkpoint) {
     // What the streams already hold: events between the checkpoint and there are not
-    // republished, so a restart stays duplicate-free even past the dedup window.
-    let stored = match publisher.stored_through(streams.keys()).await {
-        Ok(stored) => stored,
-        Err(e) => return (Err(e.into()), acked),
+    // republished, so a restart stays duplicate-free even past the dedup window. The session
+    // checks that they come from the history it reads.
+    let opened = until_cancelled(cancel, async {
+        let tips = publisher.stream_tips(streams.keys()).await?;
+        Ok::<_, Error>(session::open(settings, &acked, &tips).await?)
+    })
+    .await;
+    let session = match opened {
+        None => return (Ok(()), acked),
+        Some(Err(e)) => return (Err(e), acked),
+        Some(Ok(session)) => session,
     };
+    let stored = session.stored.clone();
+    let identity = session.identity.clone();
     let stages = cancel.child_token();
     let tracker = TaskTracker::new();
     let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
-    let (acked_tx, acked_rx) = watch::channel(Some(acked.clone()));
+    // The session's start differs from `acked` after a failover (new identity) or when it
+    // filled in a GTID position: the writer saves it.
+    let (acked_tx, acked_rx) = watch::channel(Some(session.start.clone()));
 
-    let source = BinlogSource::new(settings.clone(), &acked);
+    let source = BinlogSource::new(settings.clone(), &session.start);
     // When the source fails it drops its sender: the publisher still publishes what was read
     // before the failure (complete transactions get checkpointed), then ends.
-    let source_task = tracker.spawn(source.run(tx, stages.clone()));
-    let writer_task = tracker.spawn(writer::run(store, acked_rx, Some(acked.clone())));
+    let source_task = tracker.spawn(source.run(session, tx, stages.clone()));
+    let mut writer_task = tracker.spawn(writer::run(store, acked_rx, Some(acked.clone())));
     tracker.close();
 
+    let mut writer_result = None;
     let publish_result = {
-        let run = publisher.run(rx, &acked_tx, &stored, stages.clone());
+        let run = publisher.run(rx, &acked_tx, &stored, identity.as_deref(), stages.clone());
         tokio::pin!(run);
         tokio::select! {
+            // Priority: a failed checkpoint write stops everything (nothing may be
+            // published on top of a checkpoint that cannot move), then the publisher's end,
+            // then shutdown.
+            biased;
+            saved = &mut writer_task => {
+                let saved = saved.expect("checkpoint task does not panic");
+                let failed = saved.is_err();
+                writer_result = Some(saved);
+                if failed {
+                    Ok(())
+                } else {
+                    run.await
+                }
+            }
             res = &mut run => res,
             _ = cancel.cancelled() => {
                 // Shutdown: the publisher saw the cancel too and is draining acks; bound it.
@@ -366,7 +396,10 @@ async fn run_stages(
     stages.cancel();
     drop(acked_tx);
     let source_result = source_task.await.expect("source task does not panic");
-    let writer_result = writer_task.await.expect("checkpoint task does not panic");
+    let writer_result = match writer_result {
+        Some(result) => result,
+        None => writer_task.await.expect("checkpoint task does not panic"),
+    };
     tracker.wait().await;
 
     let last = match &writer_result {

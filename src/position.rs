@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -67,6 +68,93 @@ impl FromStr for BinlogPosition {
             return Err(err("offset must be at least 4"));
         }
         Ok(Self::new(file, pos))
+    }
+}
+
+/// Where a row came from: the binlog file, the rows event's start offset and the row's index
+/// inside it. Cheap to clone (the file name is shared). Orders as the binlog does (file names
+/// are zero-padded) — comparable only between positions of the same server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RowPosition {
+    pub file: Arc<str>,
+    pub pos: u64,
+    pub row: usize,
+}
+
+impl FromStr for RowPosition {
+    type Err = String;
+
+    /// Parses `FILE:POS#ROW` (the `Outbox-Source-Position` header).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not a row position (FILE:POS#ROW): {s:?}");
+        let (event, row) = s.rsplit_once('#').ok_or_else(bad)?;
+        let (file, pos) = event.rsplit_once(':').ok_or_else(bad)?;
+        Ok(Self {
+            file: file.into(),
+            pos: pos.parse().map_err(|_| bad())?,
+            row: row.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl fmt::Display for RowPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}#{}", self.file, self.pos, self.row)
+    }
+}
+
+/// CRC32 over what identifies one binlog event: its header's timestamp, type, server id and
+/// size, and its data (without the checksum trailer). Not the header's end position or flags:
+/// the server sends the same event with other values there (an artificial
+/// FORMAT_DESCRIPTION has `log_pos` 0, the in-use flag clears when its file is closed).
+///
+/// Two histories hold the same event at the same position only if they are the same
+/// history (the data includes the row images, and so the outbox ids).
+pub fn event_checksum(
+    timestamp: u32,
+    event_type: u8,
+    server_id: u32,
+    event_size: u32,
+    data: &[u8],
+) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&timestamp.to_le_bytes());
+    hasher.update(&[event_type]);
+    hasher.update(&server_id.to_le_bytes());
+    hasher.update(&event_size.to_le_bytes());
+    hasher.update(data);
+    hasher.finalize()
+}
+
+/// One binlog event, by where it starts and its [`event_checksum`]. Reading the event at
+/// `position` again and finding the same checksum proves the server still has the binlog
+/// history it was first read from; anything else (another event, no event there, no such
+/// file) means the history changed: `RESET MASTER`, a recreated server, another `log_bin`
+/// basename, or another server behind the same address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventMark {
+    /// Where the event starts.
+    pub position: BinlogPosition,
+    pub checksum: u32,
+}
+
+impl fmt::Display for EventMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{:08x}", self.position, self.checksum)
+    }
+}
+
+impl FromStr for EventMark {
+    type Err = String;
+
+    /// Parses `FILE:POS@CHECKSUM` (8 hex digits).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not an event mark (FILE:POS@CHECKSUM): {s:?}");
+        let (position, checksum) = s.rsplit_once('@').ok_or_else(bad)?;
+        Ok(Self {
+            position: position.parse().map_err(|_| bad())?,
+            checksum: u32::from_str_radix(checksum, 16).map_err(|_| bad())?,
+        })
     }
 }
 
@@ -322,6 +410,84 @@ fn canonical_uuid(hex: &str) -> String {
     )
 }
 
+/// An XA transaction id as the server prints it: `X'<gtrid hex>',X'<bqual hex>',<formatID>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Xid(String);
+
+impl Xid {
+    /// The id carried by an XA_PREPARE event (type 38): `one_phase` u8, `formatID` u32 LE,
+    /// gtrid and bqual lengths u32 LE, then both byte strings. Also returns whether the event
+    /// commits in one phase.
+    pub fn from_prepare_event(data: &[u8]) -> Option<(Self, bool)> {
+        let one_phase = *data.first()? != 0;
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+        };
+        let format_id = u32_at(1)?;
+        let gtrid_len = usize::try_from(u32_at(5)?).ok()?;
+        let bqual_len = usize::try_from(u32_at(9)?).ok()?;
+        let gtrid = data.get(13..13usize.checked_add(gtrid_len)?)?;
+        let bqual_end = (13 + gtrid_len).checked_add(bqual_len)?;
+        let bqual = data.get(13 + gtrid_len..bqual_end)?;
+        let xid = format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual));
+        Some((Self(xid), one_phase))
+    }
+
+    /// The id in the rest of an `XA START|END|COMMIT|ROLLBACK` statement as the server
+    /// binlogs it (`X'…',X'…',N`, possibly followed by `ONE PHASE`).
+    pub fn from_statement(rest: &str) -> Option<Self> {
+        rest.trim().parse().ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Display for Xid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Xid {
+    type Err = String;
+
+    /// Parses `X'hex',X'hex',N` (case-insensitive hex; anything after the format id, such as
+    /// ` ONE PHASE`, is ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("not an XA transaction id (X'..',X'..',N): {s:?}");
+        let hex_part = |part: &str| -> Option<String> {
+            let inner = part
+                .trim()
+                .strip_prefix(['X', 'x'])?
+                .strip_prefix('\'')?
+                .strip_suffix('\'')?;
+            (inner.len() % 2 == 0 && inner.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| inner.to_ascii_lowercase())
+        };
+        let mut parts = s.trim().splitn(3, ',');
+        let gtrid = parts.next().and_then(hex_part).ok_or_else(bad)?;
+        let bqual = parts.next().and_then(hex_part).ok_or_else(bad)?;
+        let format_id: u32 = parts
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        Ok(Self(format!("X'{gtrid}',X'{bqual}',{format_id}")))
+    }
+}
+
+/// A prepared, unresolved XA transaction as the checkpoint records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreparedXa {
+    pub xid: Xid,
+    /// It wrote outbox rows: the checkpoint is held before its prepare, and a restart reads
+    /// the prepare again to get them.
+    pub outbox_rows: bool,
+}
+
 /// Serde as the `Display` text, parsed back with `FromStr`: positions and GTIDs are stored and
 /// configured in the form the servers print.
 macro_rules! serde_as_text {
@@ -341,7 +507,14 @@ macro_rules! serde_as_text {
     )*};
 }
 
-serde_as_text!(BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet);
+serde_as_text!(
+    BinlogPosition,
+    EventMark,
+    MariadbGtid,
+    MariadbGtidList,
+    MysqlGtidSet,
+    Xid
+);
 
 #[cfg(test)]
 mod tests {
@@ -375,6 +548,56 @@ mod tests {
             let err = bad.parse::<BinlogPosition>().unwrap_err();
             assert!(err.to_string().contains("expected FILE:POS"), "{err}");
         }
+    }
+
+    #[test]
+    fn event_marks_round_trip_and_checksums_ignore_nothing_but_position_and_flags() {
+        let mark = EventMark {
+            position: BinlogPosition::new("mariadb-bin.000003", 1200),
+            checksum: 0x0a1b_2c3d,
+        };
+        assert_eq!(mark.to_string(), "mariadb-bin.000003:1200@0a1b2c3d");
+        assert_eq!(mark.to_string().parse::<EventMark>().unwrap(), mark);
+        let json = serde_json::to_string(&mark).unwrap();
+        assert_eq!(serde_json::from_str::<EventMark>(&json).unwrap(), mark);
+        assert!("mariadb-bin.000003:1200".parse::<EventMark>().is_err());
+        assert!("mariadb-bin.000003:1200@xyz".parse::<EventMark>().is_err());
+        let base = event_checksum(1, 30, 7, 100, b"row");
+        assert_eq!(base, event_checksum(1, 30, 7, 100, b"row"));
+        for other in [
+            event_checksum(2, 30, 7, 100, b"row"),
+            event_checksum(1, 23, 7, 100, b"row"),
+            event_checksum(1, 30, 8, 100, b"row"),
+            event_checksum(1, 30, 7, 101, b"row"),
+            event_checksum(1, 30, 7, 100, b"rows"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn ids_from_the_prepare_event_and_from_statements_agree() {
+        // MariaDB's XA_PREPARE event for XA PREPARE 'x1' (from a real binlog).
+        let data = [0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'1'];
+        let (from_event, one_phase) = Xid::from_prepare_event(&data).unwrap();
+        assert!(!one_phase);
+        assert_eq!(from_event.to_string(), "X'7831',X'',1");
+        assert_eq!(Xid::from_statement(" X'7831',X'',1").unwrap(), from_event);
+        assert_eq!(
+            Xid::from_statement("X'6A7A',X'51',7 ONE PHASE")
+                .unwrap()
+                .to_string(),
+            "X'6a7a',X'51',7"
+        );
+        assert!(Xid::from_prepare_event(&data[..14]).is_none(), "truncated");
+        assert!(
+            Xid::from_prepare_event(&[1, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0]).is_none()
+        );
+        for bad in ["", "'x1'", "X'7',X'',1", "X'78',X'',", "X'zz',X'',1"] {
+            assert!(bad.parse::<Xid>().is_err(), "{bad}");
+        }
+        let json = serde_json::to_string(&from_event).unwrap();
+        assert_eq!(serde_json::from_str::<Xid>(&json).unwrap(), from_event);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 
 use crate::cell::Cell;
 use crate::config::OutboxTableConfig;
-use crate::outbox::{OutboxTable, RowPosition};
+use crate::outbox::OutboxTable;
+use crate::position::RowPosition;
 use crate::position::{BinlogPosition, MariadbGtid, MariadbGtidList, MysqlGtidSet};
 use crate::publish::OutgoingMessage;
 use crate::route::{SubjectTemplate, subject_covers};
@@ -67,7 +68,7 @@ proptest! {
                 Cell::Text(created.clone()),
             ];
             let position = RowPosition { file: "bin.000001".into(), pos: 4, row: 0 };
-            let Ok(event) = resolved.event(cells, position) else { continue };
+            let Ok(event) = resolved.event(cells, position, 0) else { continue };
             let filter = SubjectTemplate::parse(template).unwrap().filter();
             prop_assert!(subject_covers(&filter, &event.subject), "{} not under {}", event.subject, filter);
             prop_assert!(event.subject.split('.').all(|t| !t.is_empty() && !t.chars().any(char::is_whitespace)));

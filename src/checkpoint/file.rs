@@ -8,7 +8,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore};
+use super::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore, OLDEST_CHECKPOINT_VERSION,
+};
 
 #[derive(Debug)]
 pub struct FileCheckpointStore {
@@ -92,15 +94,18 @@ impl CheckpointStore for FileCheckpointStore {
             .get("version")
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| corrupt("no version field".into()))?;
-        if found != u64::from(CHECKPOINT_VERSION) {
+        if !(u64::from(OLDEST_CHECKPOINT_VERSION)..=u64::from(CHECKPOINT_VERSION)).contains(&found)
+        {
             return Err(CheckpointError::Version {
                 path: self.path.clone(),
                 found: found.try_into().unwrap_or(u32::MAX),
             });
         }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| corrupt(e.to_string()))
+        let mut checkpoint: Checkpoint =
+            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        // Written again in this build's version.
+        checkpoint.version = CHECKPOINT_VERSION;
+        Ok(Some(checkpoint))
     }
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
@@ -185,6 +190,11 @@ mod tests {
                 "{content}: {err}"
             );
         }
+        fs::write(&path, r#"{"version":1,"position":"b.1:4","gtid":"0-1-5"}"#).unwrap();
+        let v1 = store.load().unwrap().expect("version 1 is read");
+        assert_eq!(v1.version, CHECKPOINT_VERSION);
+        assert_eq!(v1.last_event, None);
+        assert!(v1.xa_prepared.is_empty());
         fs::write(&path, r#"{"version":99,"position":"b.1:4"}"#).unwrap();
         assert!(matches!(
             store.load().unwrap_err(),

@@ -14,10 +14,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::position::{BinlogPosition, MariadbGtidList, MysqlGtidSet};
+use crate::position::{BinlogPosition, EventMark, MariadbGtidList, MysqlGtidSet, PreparedXa};
 
-/// The on-disk format version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The record format version this build writes. Version 1 (before `last_event`,
+/// `handled_through` and `xa_prepared`) is read as well.
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// The oldest record format version this build reads.
+pub const OLDEST_CHECKPOINT_VERSION: u32 = 1;
 
 /// The acknowledged position: the end of the last fully acknowledged transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +40,22 @@ pub struct Checkpoint {
     /// The server `position` belongs to (`@@server_uid` / `@@server_uuid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The binlog event read last before `position` (the file's FORMAT_DESCRIPTION when
+    /// `position` starts a file). Reading it again at its position proves that the server
+    /// still has the history `position` belongs to. `None` for a start position nothing was
+    /// read at yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<EventMark>,
+    /// Set while XA transactions with outbox rows are prepared but unresolved: `position` is
+    /// then held before the earliest one's prepare, and every transaction ending at or before
+    /// `handled_through` was already handled (so a restart reads the prepares again without
+    /// publishing anything else twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_through: Option<BinlogPosition>,
+    /// XA transactions prepared before `handled_through` (or `position`) and not yet
+    /// committed or rolled back there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xa_prepared: Vec<PreparedXa>,
 }
 
 impl Checkpoint {
@@ -53,6 +72,9 @@ impl Checkpoint {
             gtid,
             gtid_set: None,
             server: None,
+            last_event: None,
+            handled_through: None,
+            xa_prepared: Vec::new(),
         }
     }
 }
@@ -84,7 +106,7 @@ pub enum CheckpointError {
         current_server: String,
     },
     #[error(
-        "checkpoint file {path} has format version {found}, this build reads version {CHECKPOINT_VERSION}"
+        "checkpoint file {path} has format version {found}, this build reads versions {OLDEST_CHECKPOINT_VERSION} to {CHECKPOINT_VERSION}"
     )]
     Version { path: PathBuf, found: u32 },
 }

@@ -11,10 +11,16 @@ use mysql_common::binlog::EventStreamReader;
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
 use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 
+use mysql_async::Opts;
+use mysql_async::binlog::events::EventData;
+
+use super::decode::ColumnDecoder;
 use super::*;
 use crate::cell::Cell;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ColumnMapping, OutboxTableConfig};
+use crate::error::SourceError;
+use crate::position::{BinlogPosition, MysqlGtidSet};
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -86,12 +92,12 @@ async fn replay_from(
         endpoint: Endpoint {
             opts: Opts::from_url("mysql://nobody@127.0.0.1:9").unwrap(),
             connect_timeout: Duration::from_millis(100),
+            io_timeout: Duration::from_millis(100),
         },
         server_id: 4201,
         tables,
         flavor: flavor::Flavor::from_version("8.0.36"),
         heartbeat: Duration::from_secs(5),
-        identity: None,
     };
     let start = Checkpoint {
         gtid_set,
@@ -102,7 +108,8 @@ async fn replay_from(
     source.last_progress = std::time::Instant::now() - IDLE_PROGRESS_INTERVAL * 2;
     for (table, names) in presets {
         source
-            .schema
+            .tables
+            .names
             .preset(table, names.iter().map(|n| n.to_string()).collect());
     }
     let mut events = Vec::new();

@@ -8,6 +8,7 @@ use std::fmt;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
+use super::Endpoint;
 use crate::error::SourceError;
 use crate::outbox::OutboxTable;
 use crate::position::BinlogPosition;
@@ -92,7 +93,7 @@ pub struct ServerFacts {
 
 /// Runs every source check. A connection failure is returned as a single failed check.
 pub async fn check_source(
-    endpoint: &super::Endpoint,
+    endpoint: &Endpoint,
     tables: &[std::sync::Arc<OutboxTable>],
 ) -> (Vec<Check>, ServerFacts) {
     let mut checks = Vec::new();
@@ -112,14 +113,10 @@ pub async fn check_source(
         "source connection",
         format!("connected to {}", endpoint.address()),
     ));
-    match server_settings(&mut conn).await {
+    match server_settings(endpoint, &mut conn).await {
         Ok(s) => {
             facts.version = s.version.clone();
-            facts.identity = ["server_uid", "server_uuid"]
-                .iter()
-                .map(|v| s.get(v))
-                .find(|v| !v.is_empty())
-                .map(str::to_owned);
+            facts.identity = s.identity();
             facts.flavor = Some(super::flavor::Flavor::from_version(&s.version));
             settings_checks(
                 &s,
@@ -133,7 +130,7 @@ pub async fn check_source(
             "the connector's user must be able to read global variables",
         )),
     }
-    checks.push(match binlog_status(&mut conn).await {
+    checks.push(match binlog_status(endpoint, &mut conn).await {
         Ok(Some(p)) => Check::pass("binlog status", format!("current position {p}")),
         Ok(None) => Check::fail("binlog status", "binary logging is off", "set log_bin"),
         Err(e) => Check::fail(
@@ -145,21 +142,23 @@ pub async fn check_source(
             },
         ),
     });
-    checks.push(replication_grant_check(&mut conn).await);
+    checks.push(replication_grant_check(endpoint, &mut conn).await);
     for table in tables {
-        checks.push(table_check(&mut conn, table).await);
+        checks.push(table_check(endpoint, &mut conn, table).await);
     }
-    let _ = conn.disconnect().await;
+    endpoint.close(conn).await;
     (checks, facts)
 }
 
-struct Settings {
-    version: String,
+/// The server's version and binlog-related global variables.
+pub struct Settings {
+    pub version: String,
     vars: Vec<(String, String)>,
 }
 
 impl Settings {
-    fn get(&self, name: &str) -> &str {
+    /// A global variable's value, "" when the server has no such variable.
+    pub fn get(&self, name: &str) -> &str {
         self.vars
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -168,27 +167,45 @@ impl Settings {
     }
 }
 
-async fn server_settings(conn: &mut Conn) -> Result<Settings, SourceError> {
-    let version: Option<String> = conn
-        .query_first("SELECT VERSION()")
-        .await
-        .map_err(|e| SourceError::from_mysql("SELECT VERSION()", e))?;
-    let vars: Vec<(String, String)> = conn
-        .query(
-            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
-             'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', 'log_bin_compress', \
-             'server_id', 'server_uid', 'server_uuid', 'expire_logs_days', \
-             'binlog_expire_logs_seconds')",
+/// Reads the server's version and binlog settings.
+pub async fn server_settings(
+    endpoint: &Endpoint,
+    conn: &mut Conn,
+) -> Result<Settings, SourceError> {
+    let version: Option<String> = endpoint
+        .run("SELECT VERSION()", conn.query_first("SELECT VERSION()"))
+        .await?;
+    let vars: Vec<(String, String)> = endpoint
+        .run(
+            "SHOW GLOBAL VARIABLES",
+            conn.query(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
+                 'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', \
+                 'log_bin_compress', 'server_id', 'server_uid', 'server_uuid', \
+                 'expire_logs_days', 'binlog_expire_logs_seconds')",
+            ),
         )
-        .await
-        .map_err(|e| SourceError::from_mysql("SHOW GLOBAL VARIABLES", e))?;
+        .await?;
     Ok(Settings {
         version: version.unwrap_or_default(),
         vars,
     })
 }
 
-fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
+impl Settings {
+    /// What identifies the server's binlog history: MariaDB's `@@server_uid`, MySQL's
+    /// `@@server_uuid`.
+    pub fn identity(&self) -> Option<String> {
+        ["server_uid", "server_uuid"]
+            .iter()
+            .map(|v| self.get(v))
+            .find(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+/// The checks of the server's binlog settings (also re-run on every connection).
+pub fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
     let expect = |name: &str, want: &str, fix: &str| {
         let got = s.get(name);
         if got.eq_ignore_ascii_case(want) {
@@ -237,15 +254,14 @@ fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) {
     checks.push(retention_check(s));
     if is_mariadb {
         let compress = s.get("log_bin_compress");
-        checks.push(if compress.eq_ignore_ascii_case("ON") {
-            Check::fail(
-                "log_bin_compress",
-                "is ON: compressed row events cannot be read and would be skipped",
-                "SET GLOBAL log_bin_compress = OFF (and in the server config)",
-            )
-        } else {
-            Check::pass("log_bin_compress", "OFF")
-        });
+        checks.push(Check::pass(
+            "log_bin_compress",
+            if compress.eq_ignore_ascii_case("ON") {
+                "ON (compressed events are decoded)"
+            } else {
+                "OFF"
+            },
+        ));
     }
 }
 
@@ -280,26 +296,33 @@ fn retention_check(s: &Settings) -> Check {
 }
 
 /// The server's current binlog end, `None` when binary logging is off.
-pub async fn binlog_status(conn: &mut Conn) -> Result<Option<BinlogPosition>, SourceError> {
-    Ok(binlog_status_with_gtids(conn).await?.map(|(p, _)| p))
+pub async fn binlog_status(
+    endpoint: &Endpoint,
+    conn: &mut Conn,
+) -> Result<Option<BinlogPosition>, SourceError> {
+    Ok(binlog_status_with_gtids(endpoint, conn)
+        .await?
+        .map(|(p, _)| p))
 }
 
 /// The server's current binlog end with MySQL's executed GTID set at that point (MySQL lists
 /// it in the same row, so the two agree; MariaDB has no such column).
 pub async fn binlog_status_with_gtids(
+    endpoint: &Endpoint,
     conn: &mut Conn,
 ) -> Result<Option<(BinlogPosition, Option<crate::position::MysqlGtidSet>)>, SourceError> {
     // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB and older MySQL do not know the new name.
-    let version: Option<String> = conn
-        .query_first("SELECT VERSION()")
-        .await
-        .map_err(|e| SourceError::from_mysql("SELECT VERSION()", e))?;
+    let version: Option<String> = endpoint
+        .run("SELECT VERSION()", conn.query_first("SELECT VERSION()"))
+        .await?;
     let query =
         super::flavor::Flavor::from_version(&version.unwrap_or_default()).binlog_status_query();
-    let row: Option<mysql_async::Row> = conn
-        .query_first(query)
-        .await
-        .map_err(|e| SourceError::from_mysql("SHOW MASTER STATUS / SHOW BINARY LOG STATUS", e))?;
+    let row: Option<mysql_async::Row> = endpoint
+        .run(
+            "SHOW MASTER STATUS / SHOW BINARY LOG STATUS",
+            conn.query_first(query),
+        )
+        .await?;
     Ok(row.and_then(|r| {
         let file: String = r.get(0)?;
         let pos: u64 = r.get(1)?;
@@ -311,9 +334,10 @@ pub async fn binlog_status_with_gtids(
     }))
 }
 
-async fn replication_grant_check(conn: &mut Conn) -> Check {
+async fn replication_grant_check(endpoint: &Endpoint, conn: &mut Conn) -> Check {
     const NAME: &str = "REPLICATION SLAVE grant";
-    let grants: Result<Vec<String>, _> = conn.query("SHOW GRANTS").await;
+    let grants: Result<Vec<String>, _> =
+        endpoint.run("SHOW GRANTS", conn.query("SHOW GRANTS")).await;
     match grants {
         Ok(grants) => {
             let all = grants.join("\n").to_ascii_uppercase();
@@ -335,18 +359,19 @@ async fn replication_grant_check(conn: &mut Conn) -> Check {
     }
 }
 
-async fn table_check(conn: &mut Conn, table: &OutboxTable) -> Check {
+async fn table_check(endpoint: &Endpoint, conn: &mut Conn, table: &OutboxTable) -> Check {
     let name = format!("outbox table {}", table.qualified_name());
-    let columns = match super::schema::table_columns(conn, &table.schema, &table.table).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Check::fail(
-                name,
-                error_chain(&e),
-                "check the grants of the connector's user",
-            );
-        }
-    };
+    let columns =
+        match super::schema::table_columns(endpoint, conn, &table.schema, &table.table).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    error_chain(&e),
+                    "check the grants of the connector's user",
+                );
+            }
+        };
     if columns.is_empty() {
         return Check::fail(
             name,

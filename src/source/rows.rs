@@ -16,6 +16,28 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_common::io::ParseBuf;
 
+fn invalid(reason: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, reason)
+}
+
+/// The largest DECIMAL precision either server allows.
+const MAX_DECIMAL_PRECISION: u8 = 65;
+
+/// Rejects metadata that mysql_common's value parser would trip over (it indexes and
+/// subtracts without checking): a DECIMAL whose scale exceeds its precision, or a precision
+/// no server writes.
+fn check_metadata(index: usize, column_type: ColumnType, meta: &[u8]) -> io::Result<()> {
+    if column_type == ColumnType::MYSQL_TYPE_NEWDECIMAL {
+        let (precision, scale) = (meta[0], meta[1]);
+        if scale > precision || precision > MAX_DECIMAL_PRECISION {
+            return Err(invalid(format!(
+                "column {index}: DECIMAL({precision}, {scale}) is not a valid precision and scale"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What parsing a value of one column needs.
 #[derive(Debug, Clone)]
 struct ColumnLayout {
@@ -61,9 +83,15 @@ impl RowLayout {
             } else {
                 0
             };
+            let meta = tme.get_column_metadata(i).ok_or_else(|| {
+                invalid(format!(
+                    "column {i} ({column_type:?}) has no metadata of the length its type needs"
+                ))
+            })?;
+            check_metadata(i, column_type, meta)?;
             columns.push(ColumnLayout {
                 column_type,
-                meta: tme.get_column_metadata(i).unwrap_or(&[]).to_vec(),
+                meta: meta.to_vec(),
                 unsigned,
                 collation,
             });

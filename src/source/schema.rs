@@ -100,8 +100,8 @@ impl ColumnNames {
             );
         }
         let mut conn = self.endpoint.connect().await?;
-        let names = table_columns(&mut conn, schema, table).await?;
-        let _ = conn.disconnect().await;
+        let names = table_columns(&self.endpoint, &mut conn, schema, table).await?;
+        self.endpoint.close(conn).await;
         if names.len() as u64 != expected {
             return Err(SourceError::Protocol(format!(
                 "{qualified} has {} columns in information_schema but {expected} in the binlog; set binlog_row_metadata=FULL",
@@ -114,17 +114,19 @@ impl ColumnNames {
 
 /// The columns of `schema.table` in table order.
 pub async fn table_columns(
+    endpoint: &Endpoint,
     conn: &mut mysql_async::Conn,
     schema: &str,
     table: &str,
 ) -> Result<Vec<String>, SourceError> {
     const QUERY: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
-    let names: Vec<String> = conn
-        .exec(QUERY, (schema, table))
+    endpoint
+        .run(
+            "SELECT FROM information_schema.COLUMNS",
+            conn.exec(QUERY, (schema, table)),
+        )
         .await
-        .map_err(|e| SourceError::from_mysql("SELECT FROM information_schema.COLUMNS", e))?;
-    Ok(names)
 }
 
 /// Which columns of an outbox table are declared JSON on MariaDB. There JSON is LONGTEXT with
@@ -153,9 +155,14 @@ impl JsonColumns {
     ) -> Result<bool, SourceError> {
         if !self.by_table_id.contains_key(&tme.table_id()) {
             let mut conn = self.endpoint.connect().await?;
-            let columns =
-                json_checked_columns(&mut conn, &tme.database_name(), &tme.table_name()).await;
-            let _ = conn.disconnect().await;
+            let columns = json_checked_columns(
+                &self.endpoint,
+                &mut conn,
+                &tme.database_name(),
+                &tme.table_name(),
+            )
+            .await;
+            self.endpoint.close(conn).await;
             self.by_table_id.insert(tme.table_id(), columns?);
         }
         Ok(self.by_table_id[&tme.table_id()].contains(&column.to_ascii_lowercase()))
@@ -164,15 +171,19 @@ impl JsonColumns {
 
 /// Lower-cased names of the columns of `schema.table` with a `json_valid` CHECK constraint.
 async fn json_checked_columns(
+    endpoint: &Endpoint,
     conn: &mut mysql_async::Conn,
     schema: &str,
     table: &str,
 ) -> Result<HashSet<String>, SourceError> {
     const QUERY: &str = "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
          WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?";
-    let clauses: Vec<String> = conn.exec(QUERY, (schema, table)).await.map_err(|e| {
-        SourceError::from_mysql("SELECT FROM information_schema.CHECK_CONSTRAINTS", e)
-    })?;
+    let clauses: Vec<String> = endpoint
+        .run(
+            "SELECT FROM information_schema.CHECK_CONSTRAINTS",
+            conn.exec(QUERY, (schema, table)),
+        )
+        .await?;
     Ok(clauses
         .iter()
         .filter_map(|c| json_valid_column(c))

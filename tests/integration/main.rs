@@ -16,5 +16,6 @@ mod ordering;
 mod privileges;
 mod recovery;
 mod restart;
+mod runtime_changes;
 mod server_settings;
 mod types;

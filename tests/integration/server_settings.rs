@@ -1,5 +1,6 @@
-//! Server settings the source must cope with or refuse: row metadata, binlog compression,
-//! checksums; and the start positions used when there is no checkpoint.
+//! Server settings the source must cope with or refuse: row metadata, checksums; and the
+//! start positions used when there is no checkpoint. (Settings changed while the connector
+//! runs: `runtime_changes`.)
 
 use std::time::Duration;
 
@@ -24,16 +25,6 @@ async fn without_full_row_metadata_column_names_come_from_information_schema_wit
         "{log}"
     );
     assert!(log.contains("using information_schema"), "{log}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compressed_binlog_is_refused_because_its_row_events_cannot_be_read() {
-    let env = TestEnv::start_with("compressed", &["--log-bin-compress=ON"]).await;
-    let msg = InProcess::start(env.config(None))
-        .failure()
-        .await
-        .to_string();
-    assert!(msg.contains("log_bin_compress"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

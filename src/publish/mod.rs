@@ -1,0 +1,303 @@
+//! JetStream publisher: events in, acknowledged transaction ends out.
+//!
+//! Every event is published with `Nats-Msg-Id` = the outbox row's id, so JetStream drops
+//! republished duplicates within the stream's duplicate window. At most `ack_window` publishes
+//! await their ack at once (well below async-nats' 5000 ack permits). Acks are consumed in
+//! publish order; a transaction end is reported as acknowledged only after every event before
+//! it was acked. Any publish or ack failure stops this stage with an error: the supervisor
+//! resumes from the last acknowledged transaction end and republishes in order, relying on
+//! dedup.
+//!
+//! Pipelining alone cannot keep the stream in order: when one message is lost (a dropped
+//! connection, a message the stream refuses) later ones may still be stored, and the lost one
+//! would land after them on retry. With `nats.exclusive_streams` (the default) each message
+//! but the first of a run carries `Nats-Expected-Last-Msg-Id` = the previous message of its
+//! stream, so JetStream refuses everything after a lost message until it is republished.
+//! JetStream checks dedup before that expectation, so republished duplicates pass; a message
+//! acked as a duplicate was not stored, so the chain skips it (remembered across runs in
+//! `known_duplicates`, for outbox ids that really repeat).
+//!
+//! A message above the server's `max_payload` (header block and body counted, as the server
+//! counts them) is a bad row: a dead letter when its table's policy says so, else a fatal
+//! [`PublishError::TooLarge`].
+//!
+//! Submodules: [`stream`] (provisioning, checks, the last stored message), [`message`]
+//! (subject, headers and body), [`order`] (the order guard's chain).
+
+pub mod message;
+pub mod order;
+pub mod stream;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::Subject;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::NatsConfig;
+use crate::error::PublishError;
+use crate::position::RowPosition;
+use crate::source::SourceMessage;
+
+pub use message::{OutgoingMessage, headers};
+use order::OrderChain;
+pub use stream::StreamTip;
+
+/// Connected JetStream publisher.
+pub struct Publisher {
+    client: async_nats::Client,
+    js: Context,
+    config: NatsConfig,
+    /// Ids JetStream acknowledged as duplicates (not stored): the order chain must not expect
+    /// them as a stream's last message, in this run or the next one.
+    known_duplicates: Mutex<HashSet<String>>,
+}
+
+/// Bound on [`Publisher::known_duplicates`]; only outbox ids that really repeat stay in it.
+const MAX_KNOWN_DUPLICATES: usize = 100_000;
+
+/// Per stream, the source position of the last message the stream holds from the binlog
+/// history being read: events at or before it are already stored (even if the dedup window
+/// has passed), so they are not published again.
+pub type StoredThrough = HashMap<String, RowPosition>;
+
+enum Completion {
+    Acked { id: String, duplicate: bool },
+    TransactionEnd(Box<Checkpoint>),
+}
+
+impl Publisher {
+    pub async fn connect(config: &NatsConfig) -> Result<Self, PublishError> {
+        let connect_err = |source| PublishError::Connect {
+            url: config.url.redacted(),
+            source,
+        };
+        let options = async_nats::ConnectOptions::new()
+            .name("binlog-outbox")
+            .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
+        let client = tokio::time::timeout(
+            Duration::from_millis(config.connect_timeout_ms),
+            options.connect(config.url.expose()),
+        )
+        .await
+        .map_err(|_| {
+            connect_err(async_nats::ConnectError::new(
+                async_nats::ConnectErrorKind::TimedOut,
+            ))
+        })?
+        .map_err(connect_err)?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_millis(config.ack_timeout_ms))
+            .max_ack_inflight(crate::config::MAX_ACK_WINDOW + 500)
+            .build(client.clone());
+        info!(url = %config.url, "connected to NATS");
+        Ok(Self {
+            client,
+            js,
+            config: config.clone(),
+            known_duplicates: Mutex::default(),
+        })
+    }
+
+    /// The NATS server's max_payload in bytes (an atomic read: this runs for every event,
+    /// and `server_info()` would clone the whole INFO record).
+    pub fn max_payload(&self) -> usize {
+        self.client.max_payload()
+    }
+
+    /// Publishes events from `rx` in order, reporting each transaction end to `acked` once all
+    /// events before it are acknowledged. `source` is the identity of the server the events
+    /// are read from, stamped on every message. Returns when the input closes or `cancel`
+    /// fires, after waiting for the acks in flight.
+    pub async fn run(
+        &self,
+        mut rx: mpsc::Receiver<SourceMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+        stored: &StoredThrough,
+        source: Option<&str>,
+        cancel: CancellationToken,
+    ) -> Result<(), PublishError> {
+        let window = self.config.ack_window;
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
+            FuturesOrdered::new();
+        let mut events_in_flight = 0usize;
+        let mut chain = OrderChain::new(self.config.exclusive_streams);
+        let mut reading = true;
+        loop {
+            // Priority: shutdown, then ack completions (they free window slots and bound
+            // memory), then new input while the window has room.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if reading => {
+                    debug!(in_flight = events_in_flight, "publisher stops reading");
+                    reading = false;
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
+                    Completion::Acked { id, duplicate } => {
+                        events_in_flight -= 1;
+                        self.note_duplicate(id, duplicate);
+                    }
+                    Completion::TransactionEnd(checkpoint) => {
+                        acked.send_replace(Some(*checkpoint));
+                    }
+                },
+                msg = rx.recv(), if reading && events_in_flight < window => match msg {
+                    None => reading = false,
+                    Some(SourceMessage::Event(event)) => {
+                        if stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
+                            // Stored before a crash; maybe outside the dedup window by now.
+                            debug!(id = %event.id, position = %event.position, "already stored, not republished");
+                            continue;
+                        }
+                        let message = OutgoingMessage::new(*event, source);
+                        let message = self.dead_letter_if_oversized(message, &chain);
+                        let duplicate = self.is_known_duplicate(&message.id);
+                        let expected_last = chain.next(&message.stream, &message.id, duplicate);
+                        in_flight.push_back(self.publish(message, expected_last).await?);
+                        events_in_flight += 1;
+                    }
+                    Some(SourceMessage::TransactionEnd(checkpoint)) => {
+                        in_flight.push_back(
+                            futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
+                        );
+                    }
+                },
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// A message above the server's max_payload (headers included) becomes a dead letter
+    /// (reason in a header, no body) when its table's policy says so; otherwise it is
+    /// returned unchanged, and refused by [`Publisher::publish`].
+    fn dead_letter_if_oversized(
+        &self,
+        message: OutgoingMessage,
+        chain: &OrderChain,
+    ) -> OutgoingMessage {
+        let max = self.max_payload();
+        let size = message.wire_size(chain.expected_len(&message.stream));
+        if size <= max {
+            return message;
+        }
+        let Some(dead_letter) = message.dead_letter.clone() else {
+            return message;
+        };
+        let reason = format!(
+            "message of {size} bytes (headers and body) exceeds the NATS server's max_payload of {max} bytes"
+        );
+        warn!(id = %message.id, position = %message.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
+        message.into_dead_letter(&dead_letter, &reason)
+    }
+
+    fn is_known_duplicate(&self, id: &str) -> bool {
+        let known = self.known_duplicates.lock().expect("not poisoned");
+        !known.is_empty() && known.contains(id)
+    }
+
+    /// Records how JetStream answered a publish of `id`: stored, or dropped as a duplicate.
+    fn note_duplicate(&self, id: String, duplicate: bool) {
+        let mut known = self.known_duplicates.lock().expect("not poisoned");
+        if duplicate {
+            if known.len() >= MAX_KNOWN_DUPLICATES {
+                known.clear();
+            }
+            known.insert(id);
+        } else if !known.is_empty() {
+            known.remove(&id);
+        }
+    }
+
+    /// Sends one message; the returned future resolves with its ack. `expected_last`: the id
+    /// the stream's last message must have for JetStream to store this one.
+    async fn publish(
+        &self,
+        message: OutgoingMessage,
+        expected_last: Option<String>,
+    ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
+        let OutgoingMessage {
+            id,
+            subject,
+            mut headers,
+            payload,
+            ..
+        } = message;
+        if let Some(previous) = &expected_last {
+            headers.insert(headers::EXPECTED_LAST_MSG_ID, previous.as_str());
+        }
+        let size = message::header_block_len(&headers) + payload.len();
+        let message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .headers(headers);
+        // A Subject clones without copying; the String form is only made for errors.
+        let subject = Subject::from(subject);
+        let ack = match self.js.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack,
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return Err(PublishError::TooLarge {
+                    id,
+                    subject: subject.to_string(),
+                    size,
+                    max: self.max_payload(),
+                });
+            }
+            Err(source) => {
+                return Err(PublishError::Send {
+                    id,
+                    subject: subject.to_string(),
+                    source,
+                });
+            }
+        };
+        Ok(async move {
+            match ack.await {
+                Ok(ack) => Ok(Completion::Acked {
+                    id,
+                    duplicate: ack.duplicate,
+                }),
+                Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
+                    Err(PublishError::Overtaken {
+                        id,
+                        subject: subject.to_string(),
+                        previous: expected_last.unwrap_or_default(),
+                        source,
+                    })
+                }
+                Err(source) if is_jetstream_refusal(&source) => Err(PublishError::Refused {
+                    id,
+                    subject: subject.to_string(),
+                    source,
+                }),
+                Err(source) => Err(PublishError::Ack {
+                    id,
+                    subject: subject.to_string(),
+                    source,
+                }),
+            }
+        }
+        .boxed())
+    }
+
+    /// Flushes and closes the connection, delivering what is buffered.
+    pub async fn drain(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.drain()).await;
+    }
+}
+
+/// Whether JetStream answered with an error (the message was definitely not stored), rather
+/// than the ack being lost or late.
+fn is_jetstream_refusal(err: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .is_some_and(|source| source.downcast_ref::<jetstream::Error>().is_some())
+}
