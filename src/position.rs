@@ -170,6 +170,12 @@ impl MariadbGtid {
     /// Flag bit in a MariaDB GTID event: the transaction is a single statement without
     /// BEGIN/COMMIT (DDL, or a non-transactional write).
     pub const FLAG_STANDALONE: u8 = 1;
+    /// The event is followed by an 8-byte commit id (group commit).
+    pub const FLAG_GROUP_COMMIT_ID: u8 = 2;
+    /// The group prepares an XA transaction (it ends with XA_PREPARE).
+    pub const FLAG_PREPARED_XA: u8 = 64;
+    /// The group commits or rolls back a prepared XA transaction.
+    pub const FLAG_COMPLETED_XA: u8 = 128;
 
     /// Decodes the payload of a MariaDB GTID event (type 162), which mysql_async does not know:
     /// `seq_no` u64 LE, `domain_id` u32 LE, `flags` u8. The server id comes from the event header.
@@ -429,8 +435,33 @@ impl Xid {
         let gtrid = data.get(13..13usize.checked_add(gtrid_len)?)?;
         let bqual_end = (13 + gtrid_len).checked_add(bqual_len)?;
         let bqual = data.get(13 + gtrid_len..bqual_end)?;
-        let xid = format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual));
-        Some((Self(xid), one_phase))
+        Some((Self::from_parts(format_id, gtrid, bqual), one_phase))
+    }
+
+    /// The XA id a MariaDB GTID event carries when its group prepares or completes an XA
+    /// transaction (MariaDB binlogs no XA START statement: the GTID event says it). After
+    /// the 13 fixed bytes and an optional 8-byte commit id: `formatID` u32 LE, gtrid and
+    /// bqual lengths u8, both byte strings.
+    pub fn from_mariadb_gtid_event(payload: &[u8], flags: u8) -> Option<Self> {
+        if flags & (MariadbGtid::FLAG_PREPARED_XA | MariadbGtid::FLAG_COMPLETED_XA) == 0 {
+            return None;
+        }
+        let at = 13
+            + if flags & MariadbGtid::FLAG_GROUP_COMMIT_ID != 0 {
+                8
+            } else {
+                0
+            };
+        let format_id = u32::from_le_bytes(payload.get(at..at + 4)?.try_into().ok()?);
+        let gtrid_len = usize::from(*payload.get(at + 4)?);
+        let bqual_len = usize::from(*payload.get(at + 5)?);
+        let gtrid = payload.get(at + 6..at + 6 + gtrid_len)?;
+        let bqual = payload.get(at + 6 + gtrid_len..at + 6 + gtrid_len + bqual_len)?;
+        Some(Self::from_parts(format_id, gtrid, bqual))
+    }
+
+    fn from_parts(format_id: u32, gtrid: &[u8], bqual: &[u8]) -> Self {
+        Self(format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual)))
     }
 
     /// The id in the rest of an `XA START|END|COMMIT|ROLLBACK` statement as the server
@@ -590,6 +621,20 @@ mod tests {
             "X'6a7a',X'51',7"
         );
         assert!(Xid::from_prepare_event(&data[..14]).is_none(), "truncated");
+        // MariaDB's GTID event of the same prepare group (flags 0x4c: prepared XA,
+        // transactional, allow parallel), from the same binlog.
+        let gtid_event = [
+            3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x4c, 1, 0, 0, 0, 2, 0, b'x', b'1', 1, 0xff,
+        ];
+        assert_eq!(
+            Xid::from_mariadb_gtid_event(&gtid_event, 0x4c).unwrap(),
+            from_event
+        );
+        assert!(
+            Xid::from_mariadb_gtid_event(&gtid_event, 0x0c).is_none(),
+            "not XA"
+        );
+        assert!(Xid::from_mariadb_gtid_event(&gtid_event[..18], 0x4c).is_none());
         assert!(
             Xid::from_prepare_event(&[1, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0]).is_none()
         );

@@ -24,10 +24,40 @@ fn invalid(reason: String) -> io::Error {
 const MAX_DECIMAL_PRECISION: u8 = 65;
 
 /// Rejects metadata that mysql_common's value parser would trip over (it indexes and
-/// subtracts without checking): a DECIMAL whose scale exceeds its precision, or a precision
-/// no server writes.
+/// subtracts without checking): fewer metadata bytes than it reads for the type, a DECIMAL
+/// whose scale exceeds its precision or a precision no server writes, and typed arrays
+/// (only functional indexes have them, never an outbox row).
 fn check_metadata(index: usize, column_type: ColumnType, meta: &[u8]) -> io::Result<()> {
-    if column_type == ColumnType::MYSQL_TYPE_NEWDECIMAL {
+    use ColumnType::*;
+    let needs = match column_type {
+        MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_STRING
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET => 2,
+        MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_VECTOR
+        | MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2 => 1,
+        MYSQL_TYPE_TYPED_ARRAY => {
+            return Err(invalid(format!("column {index} is a typed array")));
+        }
+        _ => 0,
+    };
+    if meta.len() < needs {
+        return Err(invalid(format!(
+            "column {index} ({column_type:?}) has {} metadata bytes, its type needs {needs}",
+            meta.len()
+        )));
+    }
+    if column_type == MYSQL_TYPE_NEWDECIMAL {
         let (precision, scale) = (meta[0], meta[1]);
         if scale > precision || precision > MAX_DECIMAL_PRECISION {
             return Err(invalid(format!(
@@ -221,5 +251,100 @@ mod tests {
                 .parse_row(&[true, true], &mut ParseBuf(&[0]), |_, _| Ok(()))
                 .is_err()
         );
+    }
+
+    mod arbitrary_bytes {
+        use mysql_async::binlog::events::{Event, FormatDescriptionEvent, TableMapEvent};
+        use mysql_common::binlog::consts::BinlogVersion;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::source::decode::ColumnDecoder;
+
+        /// A TABLE_MAP event of `types` with `metadata` and `optional` metadata as sent.
+        fn table_map_event(types: &[u8], metadata: &[u8], optional: &[u8]) -> Vec<u8> {
+            let mut body = vec![1, 0, 0, 0, 0, 0, 0, 0];
+            body.extend_from_slice(&[4, b's', b'h', b'o', b'p', 0, 6]);
+            body.extend_from_slice(b"outbox\0");
+            body.push(types.len() as u8);
+            body.extend_from_slice(types);
+            body.push(metadata.len() as u8);
+            body.extend_from_slice(metadata);
+            body.extend(std::iter::repeat_n(0xff, types.len().div_ceil(8)));
+            body.extend_from_slice(optional);
+            let size = (19 + body.len()) as u32;
+            let mut event = Vec::new();
+            event.extend_from_slice(&1u32.to_le_bytes());
+            event.push(19);
+            event.extend_from_slice(&1u32.to_le_bytes());
+            event.extend_from_slice(&size.to_le_bytes());
+            event.extend_from_slice(&(size + 4).to_le_bytes());
+            event.extend_from_slice(&0u16.to_le_bytes());
+            event.extend_from_slice(&body);
+            event
+        }
+
+        /// Column type codes the servers write, and anything else.
+        fn column_type() -> impl Strategy<Value = u8> {
+            prop_oneof![0u8..=20, 242u8..=255, any::<u8>()]
+        }
+
+        #[test]
+        fn a_well_formed_table_map_built_here_parses_and_reads_a_row() {
+            let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+            // INT, VARCHAR(64), DECIMAL(10, 2)
+            let bytes = table_map_event(&[3, 15, 246], &[64, 0, 10, 2], &[]);
+            let event = Event::read(&fde, &bytes[..]).unwrap();
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            let layout = RowLayout::for_table(&tme).unwrap();
+            let row = [0, 7, 0, 0, 0, 2, b'a', b'b', 0x80, 0, 0, 1, 5];
+            let mut seen = 0;
+            layout
+                .parse_row(&[true; 3], &mut ParseBuf(&row), |_, v| {
+                    seen += usize::from(v.is_some());
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(seen, 3);
+            // Scale above precision: refused, where the value parser would panic.
+            let bytes = table_map_event(&[246], &[2, 10], &[]);
+            let event = Event::read(&fde, &bytes[..]).unwrap();
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            assert!(RowLayout::for_table(&tme).is_err());
+            // Metadata too short for the column types.
+            let bytes = table_map_event(&[15, 15], &[64, 0], &[]);
+            let event = Event::read(&fde, &bytes[..]).unwrap();
+            let tme = event.read_event::<TableMapEvent<'_>>().unwrap();
+            assert!(RowLayout::for_table(&tme).is_err());
+        }
+
+        proptest! {
+            #[test]
+            fn any_table_map_metadata_and_row_image_give_an_error_or_a_row_never_a_panic(
+                types in proptest::collection::vec(column_type(), 1..6),
+                metadata in proptest::collection::vec(any::<u8>(), 0..12),
+                optional in prop_oneof![
+                    Just(Vec::new()),
+                    proptest::collection::vec(any::<u8>(), 0..40)
+                ],
+                row in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+                let bytes = table_map_event(&types, &metadata, &optional);
+                let Ok(event) = Event::read(&fde, &bytes[..]) else { return Ok(()) };
+                let Ok(tme) = event.read_event::<TableMapEvent<'_>>() else { return Ok(()) };
+                let Ok(layout) = RowLayout::for_table(&tme) else { return Ok(()) };
+                let names: Vec<String> = (0..types.len()).map(|i| format!("c{i}")).collect();
+                let decoders = ColumnDecoder::for_table(&tme, &names);
+                let present = vec![true; types.len()];
+                let mut buf = ParseBuf(&row);
+                let _ = layout.parse_row(&present, &mut buf, |i, value| {
+                    if let Some(value) = value {
+                        let _ = decoders[i].decode(value, layout.collation(i));
+                    }
+                    Ok(())
+                });
+            }
+        }
     }
 }

@@ -263,6 +263,14 @@ impl BinlogSource {
             })?;
             self.gtid.apply(gtid);
             self.open_transaction(flags & MariadbGtid::FLAG_STANDALONE == 0);
+            if flags & MariadbGtid::FLAG_PREPARED_XA != 0 {
+                let xid = Xid::from_mariadb_gtid_event(event.data(), flags).ok_or_else(|| {
+                    SourceError::Protocol(format!("XA GTID event without its XA id at {end}"))
+                })?;
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.xa = Some(xid);
+                }
+            }
             return Ok(Vec::new());
         }
         if event_type == types::MARIADB_GTID_LIST {

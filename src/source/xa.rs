@@ -90,9 +90,11 @@ impl<R: Clone> XaTracker<R> {
         self.listed.contains(xid)
     }
 
-    /// Records a prepare group read during replay: held only when wanted.
+    /// Records a prepare group read during replay: held only when wanted. A wanted one read
+    /// again without rows stays awaited, so that [`XaTracker::missing_after_replay`] reports
+    /// it rather than its rows going missing quietly.
     pub fn prepare_replayed(&mut self, xid: Xid, resume: R, events: Vec<OutboxEvent>) {
-        if self.wants_replayed(&xid) {
+        if self.wants_replayed(&xid) && !events.is_empty() {
             self.prepare(xid, resume, events);
         }
     }
@@ -256,6 +258,12 @@ mod tests {
         xa.prepare_replayed(xid("X'07',X'',1"), 150, vec![event("x")]);
         xa.resolve_replayed(&xid("X'07',X'',1"));
         assert_eq!(xa.missing_after_replay(), vec![xid("X'03',X'',1")]);
+        xa.prepare_replayed(xid("X'03',X'',1"), 300, Vec::new());
+        assert_eq!(
+            xa.missing_after_replay(),
+            vec![xid("X'03',X'',1")],
+            "read again without its rows"
+        );
         xa.prepare_replayed(xid("X'03',X'',1"), 300, vec![event("c")]);
         assert!(xa.missing_after_replay().is_empty());
         xa.end_replay();

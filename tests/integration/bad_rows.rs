@@ -13,12 +13,16 @@ const LOOSE_TABLE: &str = "CREATE TABLE loose (
     aggregatetype VARCHAR(64) NULL,
     aggregateid VARCHAR(64) NULL,
     type VARCHAR(64) NULL,
-    payload JSON NULL)";
+    payload JSON NULL,
+    created VARCHAR(64) NULL)";
 
-/// (case, SQL values for id, aggregatetype, aggregateid, type, payload; reason fragment)
+/// (case, SQL values for id, aggregatetype, aggregateid, type, payload, created; reason
+/// fragment)
 fn cases() -> Vec<(&'static str, String, &'static str)> {
     let huge = crate::support::servers::NATS_MAX_PAYLOAD + 1024;
-    vec![
+    // The body fits the server's max_payload, the body and its headers do not.
+    let nearly = crate::support::servers::NATS_MAX_PAYLOAD - 100;
+    let mut cases = vec![
         (
             "null payload",
             "('b1', 'User', 'u', 'T', NULL)".into(),
@@ -49,17 +53,33 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "('b6', 'User', 'u', 'T', '{\"total\": 1,')".into(),
             "declared JSON but holds invalid JSON",
         ),
-    ]
+        (
+            "oversized with its headers",
+            format!("('b7', 'User', 'u', 'T', CONCAT('\"', REPEAT('x', {nearly}), '\"'))"),
+            "max_payload",
+        ),
+    ];
+    for (_, values, _) in &mut cases {
+        values.insert_str(values.len() - 1, ", '2026-01-02T03:04:05Z'");
+    }
+    cases.push((
+        "line break in the timestamp",
+        "('b8', 'User', 'u', 'T', '{}', CONCAT('2026-01-02', CHAR(10), 'Nats-Msg-Id: x'))".into(),
+        "column `created` contains a line break",
+    ));
+    cases
 }
 
 fn outbox(schema: &str, policy: &str) -> String {
-    format!("[[outbox]]\ntable = \"{schema}.loose\"\non_bad_row = \"{policy}\"\n")
+    format!(
+        "[[outbox]]\ntable = \"{schema}.loose\"\non_bad_row = \"{policy}\"\ncolumns = {{ timestamp = \"created\" }}\n"
+    )
 }
 
 /// Inserts rows into `loose`, bypassing the JSON column's CHECK as a careless producer can.
 async fn insert(conn: &mut mysql_async::Conn, values: &str) {
     conn.query_drop(format!(
-        "SET SESSION check_constraint_checks = 0; INSERT INTO loose (id, aggregatetype, aggregateid, type, payload) VALUES {values}"
+        "SET SESSION check_constraint_checks = 0; INSERT INTO loose (id, aggregatetype, aggregateid, type, payload, created) VALUES {values}"
     ))
     .await
     .unwrap();
@@ -74,11 +94,11 @@ async fn fail_policy_stops_at_each_kind_of_bad_row_without_checkpointing_past_it
             .start_connector(env.config(Some(&outbox(&env.schema, "fail"))))
             .await;
         let mut conn = env.conn().await;
-        insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}')").await;
+        insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}', NULL)").await;
         env.wait_for_count(1, Duration::from_secs(30)).await;
         let before = master_position(&env).await;
         insert(&mut conn, &values).await;
-        insert(&mut conn, "('good-2', 'User', 'u', 'T', '{}')").await;
+        insert(&mut conn, "('good-2', 'User', 'u', 'T', '{}', NULL)").await;
         let msg = connector.failure().await.to_string();
         assert!(msg.contains(reason), "{case}: {msg}");
         assert!(
@@ -106,11 +126,11 @@ async fn dead_letter_policy_publishes_each_kind_of_bad_row_with_its_reason_and_c
         .start_connector(env.config(Some(&outbox(&env.schema, "dead_letter"))))
         .await;
     let mut conn = env.conn().await;
-    insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}')").await;
+    insert(&mut conn, "('good-1', 'User', 'u', 'T', '{}', NULL)").await;
     for (_, values, _) in cases() {
         insert(&mut conn, &values).await;
     }
-    insert(&mut conn, "('good-2', 'User', 'u', 'T', '{}')").await;
+    insert(&mut conn, "('good-2', 'User', 'u', 'T', '{}', NULL)").await;
     let total = cases().len() + 2;
     env.wait_for_count(total as u64, Duration::from_secs(30))
         .await;
@@ -140,5 +160,9 @@ async fn dead_letter_policy_publishes_each_kind_of_bad_row_with_its_reason_and_c
     }
     assert_eq!(messages[1].header("Nats-Msg-Id"), "b1:dead-letter");
     assert_eq!(messages[3].payload, b"{}", "payload kept as stored");
-    assert_eq!(messages[total - 2].payload, br#"{"total": 1,"#);
+    let invalid_json = messages
+        .iter()
+        .find(|m| m.header("Nats-Msg-Id") == "b6:dead-letter")
+        .unwrap();
+    assert_eq!(invalid_json.payload, br#"{"total": 1,"#);
 }

@@ -64,3 +64,53 @@ async fn other_tables_updates_deletes_and_rollbacks_publish_nothing_but_insert_t
     let expected: Vec<String> = [0, 1, 2, 4].iter().map(|&i| e[i].uuid()).collect();
     assert_eq!(stored, expected);
 }
+
+/// A transaction that also changes a non-transactional (MyISAM) table is binlogged even when
+/// it rolls back, with its transactional rows: the whole group ends in ROLLBACK, or a
+/// `ROLLBACK TO` a savepoint undoes part of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_undone_by_a_rollback_or_a_rollback_to_savepoint_are_not_published() {
+    let env = TestEnv::start("undone_rows").await;
+    env.exec("CREATE TABLE notes (a INT) ENGINE = MyISAM").await;
+    let connector = env.start_connector(env.config(None)).await;
+    let kept = events(1, 4, 1);
+    let undone = events(100, 4, 1);
+    let row = |e: &TestEvent| {
+        format!(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {};",
+            e.sql_values()
+        )
+    };
+    let statements = [
+        // Part undone by a rollback to a savepoint.
+        format!(
+            "BEGIN; {} SAVEPOINT s1; INSERT INTO notes VALUES (1); {} ROLLBACK TO SAVEPOINT s1; {} COMMIT",
+            row(&kept[0]),
+            row(&undone[0]),
+            row(&kept[1])
+        ),
+        // Undone back to a savepoint taken before any change.
+        format!(
+            "BEGIN; SAVEPOINT s0; {} INSERT INTO notes VALUES (2); {} ROLLBACK TO SAVEPOINT s0; {} COMMIT",
+            row(&undone[1]),
+            row(&undone[2]),
+            row(&kept[2])
+        ),
+        // All rolled back.
+        format!(
+            "BEGIN; {} INSERT INTO notes VALUES (3); ROLLBACK",
+            row(&undone[3])
+        ),
+    ];
+    let mut conn = env.conn().await;
+    for sql in &statements {
+        mysql_async::prelude::Queryable::query_drop(&mut conn, sql)
+            .await
+            .unwrap();
+    }
+    insert_tx(&mut conn, &kept[3..], true).await;
+    env.wait_for_count(4, Duration::from_secs(30)).await;
+    wait_for_checkpoint_at_end(&env).await;
+    connector.stop().await.expect("clean shutdown");
+    assert_exactly_once_in_order(&env.stored_messages().await, &kept);
+}

@@ -5,11 +5,13 @@ mod support;
 
 mod bad_rows;
 mod crash;
+mod crash_paths;
 mod delivery;
 mod demo;
 mod errors;
 mod filtering;
 mod gtid;
+mod history;
 mod large;
 mod multi_table;
 mod ordering;
@@ -19,3 +21,4 @@ mod restart;
 mod runtime_changes;
 mod server_settings;
 mod types;
+mod xa;

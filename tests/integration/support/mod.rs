@@ -63,15 +63,49 @@ impl TestEnv {
             schema: schema.to_owned(),
             stream: format!("OUTBOX_{}", schema.to_uppercase()),
         };
-        env.exec_root(&format!("CREATE DATABASE {schema}")).await;
-        env.exec(&outbox_ddl()).await;
-        env.exec_root(&format!(
+        env.create_database().await;
+        env
+    }
+
+    /// Creates the test database with the default outbox table and a connector user with
+    /// only the documented grants.
+    async fn create_database(&self) {
+        let schema = &self.schema;
+        self.exec_root(&format!("CREATE DATABASE {schema}")).await;
+        self.exec(&outbox_ddl()).await;
+        self.exec_root(&format!(
             "CREATE USER cdc@'%' IDENTIFIED BY '{CDC_PASSWORD}';
              GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO cdc@'%';
              GRANT SELECT ON {schema}.* TO cdc@'%'"
         ))
         .await;
-        env
+    }
+
+    /// Replaces the database server by a new one (new data directory, a new binlog history)
+    /// on the same host and port, with the same database, table and user: a database
+    /// recreated in place.
+    pub async fn recreate_database(&mut self) {
+        let port = self.db.port;
+        self.db.stop();
+        self.db = MariaDb::start_on_port(port, self.db.server_id, &[]);
+        self.create_database().await;
+    }
+
+    /// The server's `@@server_uid`.
+    pub async fn server_uid(&self) -> String {
+        let mut c = self.root_conn().await;
+        let uid: Option<String> = c.query_first("SELECT @@server_uid").await.unwrap();
+        c.disconnect().await.unwrap();
+        uid.unwrap()
+    }
+
+    /// The checkpoint as saved.
+    pub fn checkpoint(&self) -> binlog_outbox::checkpoint::Checkpoint {
+        use binlog_outbox::checkpoint::{CheckpointStore, FileCheckpointStore};
+        FileCheckpointStore::new(self.checkpoint_path())
+            .load()
+            .expect("checkpoint readable")
+            .expect("checkpoint exists")
     }
 
     pub async fn root_conn(&self) -> mysql_async::Conn {

@@ -80,6 +80,12 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start_with(server_id: u32, extra_args: &[&str]) -> Self {
+        Self::start_on_port(0, server_id, extra_args)
+    }
+
+    /// A new server (new data directory) on `port` (0: a free one). The same host and port
+    /// give MariaDB the same `@@server_uid`, as a database recreated in place has.
+    pub fn start_on_port(port: u16, server_id: u32, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bo-mariadb")
             .tempdir()
@@ -108,7 +114,7 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut db = Self {
-            port: 0,
+            port,
             server_id,
             dir,
             child: None,
@@ -189,6 +195,18 @@ impl MariaDb {
     pub fn restart(&mut self) {
         stop_child(&mut self.child);
         self.start_process();
+    }
+
+    /// Restarts the server on the same port and data with `extra_args` replacing the ones it
+    /// was started with (later options win over the defaults).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
+    /// Stops the server (SIGKILL); its port is free afterwards.
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
     }
 }
 
