@@ -244,6 +244,20 @@ async fn compressed_transaction_payload_rows_are_read_and_end_at_the_payload_end
     // Inner events carry no position: the transaction ends where the payload event ends, and
     // rows are numbered within the payload.
     assert_eq!(ends, [431], "the payload event ends at 431");
+    // The transaction's last event is inside the payload: the checkpoint's mark is the
+    // payload event, which a resume can ask the server for.
+    let marks: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SourceMessage::TransactionEnd(cp) if cp.position.pos == 431 => cp.last_event.clone(),
+            _ => None,
+        })
+        .collect();
+    let payload_start = events[0].position.pos;
+    assert!(
+        marks.iter().all(|m| m.position.pos == payload_start) && !marks.is_empty(),
+        "{marks:?}, payload starts at {payload_start}"
+    );
     let mut seen = std::collections::HashSet::new();
     for e in &events {
         assert!(e.position.pos > 4);

@@ -619,15 +619,25 @@ impl BinlogSource {
         Ok(())
     }
 
-    /// Where the rows of a rows event are: the event, or the compressed payload it is in.
-    fn rows_origin(&mut self, header: &BinlogEventHeader, raw: &Event) -> RowsOrigin {
-        let (pos, first_row, checksum) = match self.payload.as_mut() {
-            Some(p) if header.log_pos() == 0 => (p.start, p.rows, p.checksum),
+    /// Where an event starts and its checksum — for an event inside a MySQL compressed
+    /// payload (no position of its own), the payload event's: that is the event a resume
+    /// can ask for.
+    fn event_origin(&self, header: &BinlogEventHeader, raw: &Event) -> (u64, u32) {
+        match &self.payload {
+            Some(p) if header.log_pos() == 0 => (p.start, p.checksum),
             _ => (
                 u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size())),
-                0,
                 checksum_of(header, raw),
             ),
+        }
+    }
+
+    /// Where the rows of a rows event are: the event, or the compressed payload it is in.
+    fn rows_origin(&mut self, header: &BinlogEventHeader, raw: &Event) -> RowsOrigin {
+        let (pos, checksum) = self.event_origin(header, raw);
+        let first_row = match &self.payload {
+            Some(p) if header.log_pos() == 0 => p.rows,
+            _ => 0,
         };
         RowsOrigin {
             file: Arc::clone(&self.file_shared),
@@ -675,9 +685,7 @@ impl BinlogSource {
             .replay_until
             .as_ref()
             .is_some_and(|until| end <= *until);
-        let event_start =
-            u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
-        let checksum = checksum_of(header, raw);
+        let (event_start, checksum) = self.event_origin(header, raw);
         let wrote_outbox = tx.as_ref().is_some_and(|t| t.outbox_table.is_some());
         let mut out = Vec::new();
         let mut xa_changed = false;

@@ -185,3 +185,38 @@ async fn a_new_database_publishing_into_an_old_stream_skips_nothing() {
     let all: Vec<TestEvent> = first.iter().chain(&second).cloned().collect();
     assert_exactly_once_in_order(&env.stored_messages().await, &all);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_at_the_start_of_a_rotated_binlog_is_found_again_and_resumed() {
+    let env = TestEnv::start("rotated_checkpoint").await;
+    let connector = env.start_connector(env.config(None)).await;
+    let first = events(1, 10, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &first, true).await;
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+    env.exec_root("FLUSH BINARY LOGS").await;
+    let new_file = master_position(&env).await.file;
+    // With nothing else written, the rotation itself moves the checkpoint, marked by the
+    // new file's first event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.checkpoint().position.file != new_file {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            env.checkpoint()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mark = env.checkpoint().last_event.expect("marked");
+    assert_eq!(mark.position.file, new_file);
+    connector.stop().await.expect("clean shutdown");
+
+    let connector = env.start_connector(env.config(None)).await;
+    let second = events(11, 10, 2);
+    insert_tx(&mut conn, &second, false).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    wait_for_checkpoint_at_end(&env).await;
+    connector.stop().await.expect("clean shutdown");
+    let all: Vec<TestEvent> = first.iter().chain(&second).cloned().collect();
+    assert_exactly_once_in_order(&env.stored_messages().await, &all);
+}
