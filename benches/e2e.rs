@@ -13,6 +13,8 @@
 //! inserted events, once each. Sizes: BENCH_BACKLOG (200000), BENCH_RATE (5000/s),
 //! BENCH_SECONDS (20). BENCH_WRAPPER puts a profiler in front of the connector.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 #[allow(dead_code)]
 #[path = "../tests/integration/support/servers.rs"]
 mod servers;

@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench mapping`
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 use std::sync::Arc;
 
 use binlog_outbox::cell::Cell;

@@ -3,6 +3,8 @@
 //!
 //! `cargo run --example tail -- --url nats://127.0.0.1:4222 --stream OUTBOX --count 4`
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};

@@ -7,7 +7,7 @@ fn demo_script_publishes_the_sample_events_on_their_subjects() {
     // The demo runs `cargo build`, which would wait forever on the build lock that a running
     // `cargo test` holds; nextest releases it before running tests.
     if std::env::var_os("NEXTEST").is_none() && std::env::var_os("NEXTEST_RUN_ID").is_none() {
-        eprintln!("skipped: runs only under cargo-nextest (cargo test holds the build lock)");
+        crate::support::skip("runs only under cargo-nextest (cargo test holds the build lock)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

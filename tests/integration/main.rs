@@ -1,6 +1,8 @@
 //! Integration tests against a real MariaDB (binlog on) and a real nats-server (JetStream),
 //! both started privately per test on free ports.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
 mod support;
 
 mod bad_rows;

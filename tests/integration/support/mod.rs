@@ -19,6 +19,16 @@ use binlog_outbox::error::Error;
 
 pub use servers::{MariaDb, Nats};
 
+/// Skips a test that cannot run here, saying why. Under CI (`CI` set) that is a failure: a
+/// test that cannot run must never pass there.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty() || v == "false"),
+        "CI must run every test, but: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
 /// Password of the least-privilege connector user created in every test database.
 pub const CDC_PASSWORD: &str = "cdc-secret";
 
