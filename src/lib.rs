@@ -27,6 +27,7 @@
 //! [`pipeline`] wires them and owns the shutdown order; [`error`] decides retry vs. fatal.
 
 pub mod cell;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod publish;
 pub mod route;
 pub mod secret;
 pub mod source;
+pub mod start;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use binlog_outbox::config::Config;
+use binlog_outbox::error::Policy;
 use binlog_outbox::pipeline;
 use binlog_outbox::source::preflight::{Status, error_chain};
 use binlog_outbox::telemetry::{self, LogFormat};
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
 /// The `check` command's report goes to stdout, for the operator.
 #[allow(clippy::print_stdout)]
 async fn check(config: &Config) -> ExitCode {
-    let checks = pipeline::check(config).await;
+    let checks = binlog_outbox::check::check(config).await;
     for c in &checks {
         println!("{c}");
     }
@@ -95,31 +96,42 @@ async fn check(config: &Config) -> ExitCode {
 }
 
 async fn run(config: Config, options: pipeline::RunOptions) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed before the pipeline starts, and awaited beside it in this task: no task
+    // without an owner, and no signal is lost to a handler installed late.
+    let (mut interrupt, mut terminate) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signal(cancel.clone()));
-    match pipeline::run_with(config, options, cancel).await {
+    let pipeline = pipeline::run_with(config, options, cancel.clone());
+    tokio::pin!(pipeline);
+    let result = tokio::select! {
+        result = &mut pipeline => result,
+        _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+            tracing::info!("signal received, shutting down");
+            cancel.cancel();
+            pipeline.await
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
-            if let binlog_outbox::error::Policy::Fatal { hint } = e.policy() {
+            if let Policy::Fatal { hint } = e.policy() {
                 eprintln!("hint: {hint}");
             }
-            match e {
-                binlog_outbox::error::Error::Config(_)
-                | binlog_outbox::error::Error::Preflight(_) => ExitCode::from(EXIT_CONFIG),
-                _ => ExitCode::FAILURE,
+            if e.is_configuration() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
-}
-
-async fn stop_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("signal received, shutting down");
-    cancel.cancel();
 }

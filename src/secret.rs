@@ -43,9 +43,18 @@ impl<'de> Deserialize<'de> for SecretUrl {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host/...` with `***`; other strings are
-/// returned unchanged.
+/// Replaces the secret of a URL with `***`: the password of `scheme://user:password@host`,
+/// and for NATS (`nats`, `tls`, `ws`, `wss`) a bare token (`nats://TOKEN@host`); a bare
+/// user name of other schemes (`mysql://root@host`) is no secret. Comma-separated lists of
+/// URLs (NATS server lists) are redacted one by one. Other strings are returned unchanged.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_one).collect::<Vec<_>>().join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -54,8 +63,12 @@ pub fn redact_url(url: &str) -> String {
     let Some((userinfo, host)) = authority.rsplit_once('@') else {
         return url.to_owned();
     };
+    let token_scheme = ["nats", "tls", "ws", "wss"]
+        .iter()
+        .any(|s| scheme.trim().eq_ignore_ascii_case(s));
     match userinfo.split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None if token_scheme => format!("{scheme}://***@{host}{tail}"),
         None => url.to_owned(),
     }
 }
@@ -72,6 +85,21 @@ mod tests {
             assert!(shown.contains("cdc:***@127.0.0.1:3306/db"), "{shown}");
         }
         assert_eq!(url.expose(), "mysql://cdc:s3cret@127.0.0.1:3306/db?x=1");
+    }
+
+    #[test]
+    fn nats_tokens_and_server_lists_are_redacted() {
+        assert_eq!(
+            redact_url("nats://s3cr3t-token@h:4222"),
+            "nats://***@h:4222"
+        );
+        assert_eq!(redact_url("tls://tok@h:4222"), "tls://***@h:4222");
+        assert_eq!(
+            redact_url("nats://a:pw@h1:4222,nats://tok@h2:4222"),
+            "nats://a:***@h1:4222,nats://***@h2:4222"
+        );
+        let shown = SecretUrl::new("nats://s3cr3t-token@127.0.0.1:4222").to_string();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]

@@ -1,16 +1,24 @@
-//! Checkpoint file store: JSON record, replaced atomically.
+//! Checkpoint file store: a versioned JSON record, replaced atomically.
 //!
 //! `save` writes a temp file in the same directory, fsyncs it, renames it over the checkpoint
 //! and fsyncs the directory, so after a crash the file holds either the old or the new
-//! checkpoint, never a torn one.
+//! checkpoint, never a torn one. The record is the checkpoint's fields plus `version`
+//! ([`RECORD_VERSION`]); version 1 (before `last_event`, `handled_through` and
+//! `xa_prepared`) is read too.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{
-    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore, OLDEST_CHECKPOINT_VERSION,
-};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{Checkpoint, CheckpointError, CheckpointStore};
+
+/// The record format version this build writes.
+pub const RECORD_VERSION: u32 = 2;
+/// The oldest record format version this build reads.
+pub const OLDEST_RECORD_VERSION: u32 = 1;
 
 #[derive(Debug)]
 pub struct FileCheckpointStore {
@@ -33,7 +41,8 @@ impl FileCheckpointStore {
     /// process dies, however it dies.
     pub fn lock(path: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
         let mut store = Self::new(path);
-        fs::create_dir_all(store.dir()).map_err(store.io("create the directory of"))?;
+        fs::create_dir_all(dir_of(&store.path))
+            .map_err(io(&store.path, "create the directory of"))?;
         let mut lock_name = store.path.clone().into_os_string();
         lock_name.push(".lock");
         let lock_path = PathBuf::from(lock_name);
@@ -42,16 +51,16 @@ impl FileCheckpointStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(store.io("create the lock file of"))?;
+            .map_err(io(&store.path, "create the lock file of"))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 return Err(CheckpointError::Locked {
-                    path: store.path.clone(),
-                    lock: lock_path,
+                    store: describe(&store.path),
+                    lock: format!("lock {}", lock_path.display()),
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(store.io("lock")(e)),
+            Err(fs::TryLockError::Error(e)) => return Err(io(&store.path, "lock")(e)),
         }
         store._lock = Some(file);
         Ok(store)
@@ -60,107 +69,157 @@ impl FileCheckpointStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    fn io(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-        move |source| CheckpointError::Io {
-            action,
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
-    }
 }
 
 impl CheckpointStore for FileCheckpointStore {
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("read")(e)),
-        };
-        let corrupt = |reason: String| CheckpointError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let found = value
-            .get("version")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| corrupt("no version field".into()))?;
-        if !(u64::from(OLDEST_CHECKPOINT_VERSION)..=u64::from(CHECKPOINT_VERSION)).contains(&found)
-        {
-            return Err(CheckpointError::Version {
-                path: self.path.clone(),
-                found: found.try_into().unwrap_or(u32::MAX),
-            });
+    fn load(&self) -> BoxFuture<'_, Result<Option<Checkpoint>, CheckpointError>> {
+        let path = self.path.clone();
+        async move {
+            tokio::task::spawn_blocking(move || read_file(&path))
+                .await
+                .expect("checkpoint read does not panic")
         }
-        let mut checkpoint: Checkpoint =
-            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
-        // Written again in this build's version.
-        checkpoint.version = CHECKPOINT_VERSION;
-        Ok(Some(checkpoint))
+        .boxed()
     }
 
-    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let dir = self.dir();
-        fs::create_dir_all(dir).map_err(self.io("create the directory of"))?;
-        let mut body = serde_json::to_vec_pretty(checkpoint).expect("checkpoint serialises");
-        body.push(b'\n');
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkpoint".into());
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(self.io("create temp file for"))?;
-        file.write_all(&body).map_err(self.io("write"))?;
-        file.sync_all().map_err(self.io("fsync"))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(self.io("rename temp file over"))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io("fsync the directory of"))?;
-        Ok(())
+    fn save<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        let path = self.path.clone();
+        let checkpoint = checkpoint.clone();
+        async move {
+            tokio::task::spawn_blocking(move || write_file(&path, &checkpoint))
+                .await
+                .expect("checkpoint save does not panic")
+        }
+        .boxed()
     }
+
+    fn describe(&self) -> String {
+        describe(&self.path)
+    }
+}
+
+fn describe(path: &Path) -> String {
+    format!("checkpoint file {}", path.display())
+}
+
+fn io(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let store = describe(path);
+    move |source| CheckpointError::Io {
+        action,
+        store,
+        source,
+    }
+}
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Reads a checkpoint file: `None` when there is none.
+pub fn read_file(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path, "read")(e)),
+    };
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        store: describe(path),
+        reason,
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let found = value
+        .as_object_mut()
+        .and_then(|record| record.remove("version"))
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| corrupt("no version field".into()))?;
+    if !(u64::from(OLDEST_RECORD_VERSION)..=u64::from(RECORD_VERSION)).contains(&found) {
+        return Err(CheckpointError::Version {
+            store: describe(path),
+            found,
+            oldest: OLDEST_RECORD_VERSION,
+            newest: RECORD_VERSION,
+        });
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+fn write_file(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    let dir = dir_of(path);
+    fs::create_dir_all(dir).map_err(io(path, "create the directory of"))?;
+    let mut record = serde_json::to_value(checkpoint).expect("checkpoint serialises");
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert("version".into(), RECORD_VERSION.into());
+    }
+    let mut body = serde_json::to_vec_pretty(&record).expect("record serialises");
+    body.push(b'\n');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io(path, "create the temp file of"))?;
+    file.write_all(&body).map_err(io(path, "write"))?;
+    file.sync_all().map_err(io(path, "fsync"))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io(path, "rename the temp file over"))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(path, "fsync the directory of"))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::position::{BinlogPosition, MariadbGtidList};
+    use crate::position::{BinlogPosition, EventMark, MariadbGtidList};
 
-    #[test]
-    fn missing_file_means_no_checkpoint() {
+    #[tokio::test]
+    async fn missing_file_means_no_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::new(dir.path().join("none"));
-        assert_eq!(store.load().unwrap(), None);
+        assert_eq!(store.load().await.unwrap(), None);
     }
 
-    #[test]
-    fn save_then_load_round_trips_and_creates_the_directory() {
+    #[tokio::test]
+    async fn save_then_load_round_trips_and_creates_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::new(dir.path().join("sub/dir/cp.json"));
-        let cp = Checkpoint::new(
-            BinlogPosition::new("bin.000003", 777),
-            Some("0-1-9,2-5-3".parse::<MariadbGtidList>().unwrap()),
-        );
-        store.save(&cp).unwrap();
-        assert_eq!(store.load().unwrap(), Some(cp.clone()));
+        let cp = Checkpoint {
+            last_event: Some(EventMark {
+                position: BinlogPosition::new("bin.000003", 700),
+                checksum: 0xabcdef01,
+            }),
+            handled_through: Some(BinlogPosition::new("bin.000003", 900)),
+            xa_prepared: vec![crate::position::PreparedXa {
+                xid: "X'01',X'',1".parse().unwrap(),
+                outbox_rows: true,
+            }],
+            ..Checkpoint::new(
+                BinlogPosition::new("bin.000003", 777),
+                Some("0-1-9,2-5-3".parse::<MariadbGtidList>().unwrap()),
+            )
+        };
+        store.save(&cp).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(cp.clone()));
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
         let cp2 = Checkpoint::new(BinlogPosition::new("bin.000004", 4), None);
-        store.save(&cp2).unwrap();
-        assert_eq!(store.load().unwrap(), Some(cp2));
+        store.save(&cp2).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(cp2));
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("sub/dir")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp file must be renamed away");
     }
@@ -178,26 +237,24 @@ mod tests {
     }
 
     #[test]
-    fn truncated_or_garbage_file_is_an_error_not_a_fresh_start() {
+    fn truncated_garbage_or_future_files_are_errors_and_version_1_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let store = FileCheckpointStore::new(&path);
         for content in ["{\"version\":1,\"posi", "garbage", "{\"version\":1}", ""] {
             fs::write(&path, content).unwrap();
-            let err = store.load().unwrap_err();
+            let err = read_file(&path).unwrap_err();
             assert!(
                 matches!(err, CheckpointError::Corrupt { .. }),
                 "{content}: {err}"
             );
         }
         fs::write(&path, r#"{"version":1,"position":"b.1:4","gtid":"0-1-5"}"#).unwrap();
-        let v1 = store.load().unwrap().expect("version 1 is read");
-        assert_eq!(v1.version, CHECKPOINT_VERSION);
+        let v1 = read_file(&path).unwrap().expect("version 1 is read");
         assert_eq!(v1.last_event, None);
         assert!(v1.xa_prepared.is_empty());
         fs::write(&path, r#"{"version":99,"position":"b.1:4"}"#).unwrap();
         assert!(matches!(
-            store.load().unwrap_err(),
+            read_file(&path).unwrap_err(),
             CheckpointError::Version { found: 99, .. }
         ));
     }

@@ -1,49 +1,53 @@
-//! Checkpoints: how far JetStream has acknowledged, on a transaction boundary.
+//! Checkpoints: how far JetStream has acknowledged, on a transaction boundary, and the stores
+//! that keep them.
 //!
 //! A [`Checkpoint`] is only ever created from a transaction's end position after every event
-//! of that transaction (and all before it) was acknowledged by JetStream. Stores persist it
-//! durably; a store never returns a checkpoint it cannot fully parse: a corrupt file is an
-//! error, not "no checkpoint" (which would silently restart from `source.start`).
+//! of that transaction (and all before it) was acknowledged by JetStream. The source hands
+//! these positions over; a [`CheckpointStore`] persists them durably, in its own record format
+//! (the file store's is versioned JSON). A store never returns a checkpoint it cannot fully
+//! parse: a corrupt record is an error, not "no checkpoint" (which would silently restart
+//! from `source.start`).
+//!
+//! [`open`] gives the store the configuration names (`[checkpoint] store = "file"` today) for
+//! a running connector; that store is exclusive: a second connector on the same checkpoint
+//! fails with [`CheckpointError::Locked`].
 
 mod file;
 pub mod writer;
 
-pub use file::FileCheckpointStore;
+pub use file::{FileCheckpointStore, read_file};
+pub use writer::CheckpointWriter;
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::config::CheckpointConfig;
 use crate::position::{BinlogPosition, EventMark, MariadbGtidList, MysqlGtidSet, PreparedXa};
 
-/// The record format version this build writes. Version 1 (before `last_event`,
-/// `handled_through` and `xa_prepared`) is read as well.
-pub const CHECKPOINT_VERSION: u32 = 2;
-/// The oldest record format version this build reads.
-pub const OLDEST_CHECKPOINT_VERSION: u32 = 1;
-
-/// The acknowledged position: the end of the last fully acknowledged transaction.
+/// The acknowledged position: the end of the last fully acknowledged transaction, and what
+/// resuming there needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
-    pub version: u32,
     /// Resume reading here.
     pub position: BinlogPosition,
     /// MariaDB GTID position at `position` (the last GTID of each domain), when known. The
-    /// connector resumes by GTID when it has one, so it can follow a promoted replica whose
+    /// connector resumes by GTID on another server of the topology (a failover), whose
     /// binlog file names differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<MariadbGtidList>,
-    /// MySQL GTID set executed up to `position`, when known; MySQL resumes by it.
+    /// MySQL GTID set executed up to `position`, when known; MySQL resumes by it elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid_set: Option<MysqlGtidSet>,
     /// The server `position` belongs to (`@@server_uid` / `@@server_uuid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
-    /// The binlog event read last before `position` (the file's FORMAT_DESCRIPTION when
-    /// `position` starts a file). Reading it again at its position proves that the server
-    /// still has the history `position` belongs to. `None` for a start position nothing was
-    /// read at yet.
+    /// The binlog event read last before `position` (for a position at a file's start, that
+    /// file's first event after its FORMAT_DESCRIPTION). Reading it again at its position
+    /// proves that the server still has the history `position` belongs to. `None` for a start
+    /// position nothing was read at yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<EventMark>,
     /// Set while XA transactions with outbox rows are prepared but unresolved: `position` is
@@ -67,7 +71,6 @@ impl Checkpoint {
 
     pub fn new(position: BinlogPosition, gtid: Option<MariadbGtidList>) -> Self {
         Self {
-            version: CHECKPOINT_VERSION,
             position,
             gtid,
             gtid_set: None,
@@ -79,42 +82,68 @@ impl Checkpoint {
     }
 }
 
-/// Why a checkpoint could not be read or written.
+/// Why a checkpoint could not be read or written. `store` names the store
+/// (`checkpoint file /var/lib/…`).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("cannot {action} checkpoint file {path}: {source}")]
+    #[error("cannot {action} {store}")]
     Io {
         action: &'static str,
-        path: PathBuf,
+        store: String,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "checkpoint file {path} is corrupt ({reason}); restore it from a backup, or delete it to start from source.start (events may then be skipped or repeated)"
+        "{store} is corrupt ({reason}); restore it from a backup, or delete it to start from source.start (events may then be skipped or repeated)"
     )]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { store: String, reason: String },
     #[error(
-        "checkpoint file {path} is in use by another binlog-outbox process (lock {lock}); two connectors must never share a checkpoint"
+        "{store} is in use by another binlog-outbox process ({lock}); two connectors must never share a checkpoint"
     )]
-    Locked { path: PathBuf, lock: PathBuf },
-    #[error(
-        "checkpoint file {path} was written for server {checkpoint_server}, but source.url is server {current_server}, and it holds no GTID position to resume by; point source.url back, or move the checkpoint away (or run --reset-checkpoint) to start from source.start"
-    )]
-    OtherServer {
-        path: PathBuf,
-        checkpoint_server: String,
-        current_server: String,
+    Locked { store: String, lock: String },
+    #[error("{store} has format version {found}, this build reads versions {oldest} to {newest}")]
+    Version {
+        store: String,
+        found: u64,
+        oldest: u32,
+        newest: u32,
     },
-    #[error(
-        "checkpoint file {path} has format version {found}, this build reads versions {OLDEST_CHECKPOINT_VERSION} to {CHECKPOINT_VERSION}"
-    )]
-    Version { path: PathBuf, found: u32 },
 }
 
-/// Durable storage for the checkpoint.
+impl CheckpointError {
+    /// A stable label of the kind of error, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "checkpoint_io",
+            Self::Corrupt { .. } => "checkpoint_corrupt",
+            Self::Locked { .. } => "checkpoint_locked",
+            Self::Version { .. } => "checkpoint_version",
+        }
+    }
+}
+
+/// Durable storage for the checkpoint. Stores opened with [`open`] are exclusive for their
+/// lifetime: no second connector can write the same checkpoint.
 pub trait CheckpointStore: Send + Sync + 'static {
     /// The stored checkpoint, `None` when none was ever saved.
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointError>;
-    /// Replaces the stored checkpoint; returns only once it is durable.
-    fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+    fn load(&self) -> BoxFuture<'_, Result<Option<Checkpoint>, CheckpointError>>;
+    /// Replaces the stored checkpoint; resolves only once it is durable.
+    fn save<'a>(&'a self, checkpoint: &'a Checkpoint)
+    -> BoxFuture<'a, Result<(), CheckpointError>>;
+    /// What and where the store is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Opens the configured store for a running connector, taking its single-instance lock.
+pub fn open(config: &CheckpointConfig) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
+    match config {
+        CheckpointConfig::File(file) => Ok(Arc::new(FileCheckpointStore::lock(&file.path)?)),
+    }
+}
+
+/// Opens the configured store to look at it (`check`), without the lock.
+pub fn open_unlocked(config: &CheckpointConfig) -> Arc<dyn CheckpointStore> {
+    match config {
+        CheckpointConfig::File(file) => Arc::new(FileCheckpointStore::new(&file.path)),
+    }
 }

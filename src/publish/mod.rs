@@ -27,6 +27,7 @@
 pub mod message;
 pub mod order;
 pub mod stream;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -37,22 +38,18 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::NatsConfig;
 use crate::error::PublishError;
 use crate::position::RowPosition;
-use crate::source::SourceMessage;
 
 pub use message::{OutgoingMessage, headers};
-use order::OrderChain;
 pub use stream::StreamTip;
+pub use window::AckWindow;
 
 /// Connected JetStream publisher.
 pub struct Publisher {
@@ -72,6 +69,7 @@ const MAX_KNOWN_DUPLICATES: usize = 100_000;
 /// has passed), so they are not published again.
 pub type StoredThrough = HashMap<String, RowPosition>;
 
+/// What an entry of the ack window resolves to.
 enum Completion {
     Acked { id: String, duplicate: bool },
     TransactionEnd(Box<Checkpoint>),
@@ -116,89 +114,10 @@ impl Publisher {
         self.client.max_payload()
     }
 
-    /// Publishes events from `rx` in order, reporting each transaction end to `acked` once all
-    /// events before it are acknowledged. `source` is the identity of the server the events
-    /// are read from, stamped on every message. Returns when the input closes or `cancel`
-    /// fires, after waiting for the acks in flight.
-    pub async fn run(
-        &self,
-        mut rx: mpsc::Receiver<SourceMessage>,
-        acked: &watch::Sender<Option<Checkpoint>>,
-        stored: &StoredThrough,
-        source: Option<&str>,
-        cancel: CancellationToken,
-    ) -> Result<(), PublishError> {
-        let window = self.config.ack_window;
-        let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
-            FuturesOrdered::new();
-        let mut events_in_flight = 0usize;
-        let mut chain = OrderChain::new(self.config.exclusive_streams);
-        let mut reading = true;
-        loop {
-            // Priority: shutdown, then ack completions (they free window slots and bound
-            // memory), then new input while the window has room.
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled(), if reading => {
-                    debug!(in_flight = events_in_flight, "publisher stops reading");
-                    reading = false;
-                }
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
-                    Completion::Acked { id, duplicate } => {
-                        events_in_flight -= 1;
-                        self.note_duplicate(id, duplicate);
-                    }
-                    Completion::TransactionEnd(checkpoint) => {
-                        acked.send_replace(Some(*checkpoint));
-                    }
-                },
-                msg = rx.recv(), if reading && events_in_flight < window => match msg {
-                    None => reading = false,
-                    Some(SourceMessage::Event(event)) => {
-                        if stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
-                            // Stored before a crash; maybe outside the dedup window by now.
-                            debug!(id = %event.id, position = %event.position, "already stored, not republished");
-                            continue;
-                        }
-                        let message = OutgoingMessage::new(*event, source);
-                        let message = self.dead_letter_if_oversized(message, &chain);
-                        let duplicate = self.is_known_duplicate(&message.id);
-                        let expected_last = chain.next(&message.stream, &message.id, duplicate);
-                        in_flight.push_back(self.publish(message, expected_last).await?);
-                        events_in_flight += 1;
-                    }
-                    Some(SourceMessage::TransactionEnd(checkpoint)) => {
-                        in_flight.push_back(
-                            futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
-                        );
-                    }
-                },
-                else => return Ok(()),
-            }
-        }
-    }
-
-    /// A message above the server's max_payload (headers included) becomes a dead letter
-    /// (reason in a header, no body) when its table's policy says so; otherwise it is
-    /// returned unchanged, and refused by [`Publisher::publish`].
-    fn dead_letter_if_oversized(
-        &self,
-        message: OutgoingMessage,
-        chain: &OrderChain,
-    ) -> OutgoingMessage {
-        let max = self.max_payload();
-        let size = message.wire_size(chain.expected_len(&message.stream));
-        if size <= max {
-            return message;
-        }
-        let Some(dead_letter) = message.dead_letter.clone() else {
-            return message;
-        };
-        let reason = format!(
-            "message of {size} bytes (headers and body) exceeds the NATS server's max_payload of {max} bytes"
-        );
-        warn!(id = %message.id, position = %message.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
-        message.into_dead_letter(&dead_letter, &reason)
+    /// The ack window for one run of the stages: events of the source `source` (its
+    /// identity, stamped on every message), skipping those `stored` already holds.
+    pub fn window(&self, stored: StoredThrough, source: Option<String>) -> AckWindow<'_> {
+        AckWindow::new(self, stored, source)
     }
 
     fn is_known_duplicate(&self, id: &str) -> bool {

@@ -12,7 +12,7 @@ use super::message::headers;
 use crate::error::PublishError;
 use crate::position::RowPosition;
 use crate::route::subject_covers;
-use crate::source::preflight::{Check, error_chain};
+use crate::source::preflight::Check;
 
 /// The last message of a stream, as far as its headers tell where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,19 +41,14 @@ impl Publisher {
             return Ok(tips);
         }
         for name in streams {
-            let stream_err = |reason: String| PublishError::Unavailable {
-                stream: name.clone(),
-                reason,
+            // Deleted since it was ensured: no tip, nothing to skip.
+            let Some(mut stream) = self.lookup(name).await? else {
+                continue;
             };
-            let mut stream = self
-                .js
-                .get_stream(name)
-                .await
-                .map_err(|e| stream_err(format!("cannot look it up: {e}")))?;
             let last = stream
                 .info()
                 .await
-                .map_err(|e| stream_err(format!("cannot read stream info: {e}")))?
+                .map_err(|e| unavailable(name, "reading its info", e))?
                 .state
                 .last_sequence;
             if last == 0 {
@@ -76,36 +71,10 @@ impl Publisher {
         Ok(tips)
     }
 
-    /// Creates stream `name` if missing (when `create_stream`), or verifies that it covers
-    /// every subject filter in `filters`.
-    pub async fn ensure_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
-        let name = &name.to_owned();
-        let stream_err = |reason: String| PublishError::Stream {
-            stream: name.clone(),
-            reason,
-        };
+    /// The stream `name`, `None` when it does not exist. Any other failure is transient.
+    async fn lookup(&self, name: &str) -> Result<Option<jetstream::stream::Stream>, PublishError> {
         match self.js.get_stream(name).await {
-            Ok(mut stream) => {
-                let info = stream
-                    .info()
-                    .await
-                    .map_err(|e| stream_err(format!("cannot read stream info: {e}")))?;
-                let uncovered = uncovered_filters(&info.config.subjects, filters);
-                if !uncovered.is_empty() {
-                    return Err(stream_err(format!(
-                        "its subjects [{}] do not cover [{}]; add them to the stream",
-                        info.config.subjects.join(", "),
-                        uncovered.join(", ")
-                    )));
-                }
-                if info.config.duplicate_window.is_zero() {
-                    return Err(stream_err(
-                        "duplicate_window is 0, so republished events would be stored twice".into(),
-                    ));
-                }
-                info!(stream = %name, subjects = ?info.config.subjects, "stream verified");
-                Ok(())
-            }
+            Ok(stream) => Ok(Some(stream)),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -113,29 +82,70 @@ impl Publisher {
                         if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
                 ) =>
             {
-                if !self.config.create_stream {
-                    return Err(stream_err(format!(
-                        "does not exist ({e}); create it or set nats.create_stream = true"
-                    )));
-                }
-                let config = StreamConfig {
-                    name: name.clone(),
-                    subjects: filters.to_vec(),
-                    storage: StorageType::File,
-                    duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
-                    ..Default::default()
-                };
-                self.js
-                    .create_stream(config)
-                    .await
-                    .map_err(|e| stream_err(format!("cannot create it: {e}")))?;
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(name, "looking it up", e)),
+        }
+    }
+
+    /// Creates stream `name` if missing (when `create_stream`), or verifies that it covers
+    /// every subject filter in `filters` and deduplicates.
+    pub async fn ensure_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
+        let Some(mut stream) = self.lookup(name).await? else {
+            return self.create_stream(name, filters).await;
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| unavailable(name, "reading its info", e))?;
+        let uncovered = uncovered_filters(&info.config.subjects, filters);
+        if !uncovered.is_empty() {
+            return Err(PublishError::StreamNotCovering {
+                stream: name.to_owned(),
+                subjects: info.config.subjects.clone(),
+                uncovered,
+            });
+        }
+        if info.config.duplicate_window.is_zero() {
+            return Err(PublishError::NoDuplicateWindow {
+                stream: name.to_owned(),
+            });
+        }
+        info!(stream = %name, subjects = ?info.config.subjects, "stream verified");
+        Ok(())
+    }
+
+    async fn create_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
+        if !self.config.create_stream {
+            return Err(PublishError::StreamMissing {
+                stream: name.to_owned(),
+            });
+        }
+        let config = StreamConfig {
+            name: name.to_owned(),
+            subjects: filters.to_vec(),
+            storage: StorageType::File,
+            duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
+            ..Default::default()
+        };
+        match self.js.create_stream(config).await {
+            Ok(_) => {
                 info!(stream = %name, subjects = ?filters, "stream created");
                 Ok(())
             }
-            Err(e) => Err(stream_err(format!(
-                "cannot look it up: {}",
-                error_chain(&e)
-            ))),
+            // JetStream said no (limits, permissions, a clash): that needs the operator.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::CreateStreamErrorKind::JetStream(_)
+                ) =>
+            {
+                Err(PublishError::StreamCreate {
+                    stream: name.to_owned(),
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => Err(unavailable(name, "creating it", e)),
         }
     }
 
@@ -174,6 +184,19 @@ impl Publisher {
                 "create the stream or set nats.create_stream = true",
             ),
         }
+    }
+}
+
+/// A stream operation that failed for a reason that may pass (NATS unreachable, slow).
+fn unavailable(
+    stream: &str,
+    action: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> PublishError {
+    PublishError::StreamUnavailable {
+        stream: stream.to_owned(),
+        action,
+        source: Box::new(source),
     }
 }
 

@@ -76,11 +76,7 @@ impl ColumnNames {
             return Ok(names);
         }
         if self.named.contains(&qualified) {
-            return Err(SourceError::Protocol(format!(
-                "a table map of {qualified} has no column names although earlier ones had: \
-                 binlog_row_metadata was lowered from FULL; set it back to FULL (SET GLOBAL \
-                 binlog_row_metadata = 'FULL') and restart"
-            )));
+            return Err(SourceError::ColumnNamesLost { table: qualified });
         }
         self.fetch(&tme.database_name(), &tme.table_name(), tme.columns_count())
             .await
@@ -103,10 +99,11 @@ impl ColumnNames {
         let names = table_columns(&self.endpoint, &mut conn, schema, table).await?;
         self.endpoint.close(conn).await;
         if names.len() as u64 != expected {
-            return Err(SourceError::Protocol(format!(
-                "{qualified} has {} columns in information_schema but {expected} in the binlog; set binlog_row_metadata=FULL",
-                names.len()
-            )));
+            return Err(SourceError::ColumnCountMismatch {
+                table: qualified,
+                schema_columns: names.len(),
+                binlog_columns: expected,
+            });
         }
         Ok(names)
     }

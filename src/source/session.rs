@@ -166,16 +166,13 @@ pub async fn open(
 fn check_settings(server: &preflight::Settings, flavor: Flavor) -> Result<(), SourceError> {
     let mut checks = Vec::new();
     preflight::settings_checks(server, flavor.is_mariadb(), &mut checks);
-    let failed: Vec<String> = checks
-        .iter()
+    let failed: Vec<_> = checks
+        .into_iter()
         .filter(|c| c.status == preflight::Status::Fail)
-        .map(|c| format!("  {c}"))
         .collect();
     match failed.is_empty() {
         true => Ok(()),
-        false => Err(SourceError::ServerSettings {
-            failed: failed.join("\n"),
-        }),
+        false => Err(SourceError::ServerSettings { failed }),
     }
 }
 
@@ -400,7 +397,10 @@ impl DumpRequest {
                         .iter()
                         .map(|e| e.parse::<mysql_async::Sid<'static>>())
                         .collect::<Result<_, _>>()
-                        .map_err(|e| SourceError::Protocol(format!("GTID set {set}: {e}")))?,
+                        .map_err(|source| SourceError::InvalidGtidSet {
+                            set: set.to_string(),
+                            source,
+                        })?,
                 ),
             },
         })

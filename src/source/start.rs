@@ -31,7 +31,11 @@ pub async fn gtid_position_at(
     };
     let list: MariadbGtidList = text
         .parse()
-        .map_err(|e| SourceError::Protocol(format!("BINLOG_GTID_POS returned {text:?}: {e}")))?;
+        .map_err(|reason| SourceError::UnexpectedAnswer {
+            query: "SELECT BINLOG_GTID_POS",
+            answer: text.clone(),
+            reason,
+        })?;
     Ok((!list.is_empty()).then_some(list))
 }
 
@@ -43,7 +47,7 @@ pub async fn resolve_start(
     flavor: flavor::Flavor,
     start: &StartPosition,
 ) -> Result<Checkpoint, SourceError> {
-    let binlog_off = || SourceError::Protocol("binary logging is off".into());
+    let binlog_off = || SourceError::BinlogOff;
     // A GTID start is resumed by GTID; the file position recorded next to it is the current
     // end of binlog, only a placeholder until the first transaction end replaces it.
     let gtid_start = |checkpoint: Checkpoint| async move {
@@ -57,10 +61,10 @@ pub async fn resolve_start(
             ..checkpoint
         })
     };
-    let mismatch = |what: &str| {
-        SourceError::Protocol(format!(
-            "source.start is a {what} GTID position but the server is {flavor:?}"
-        ))
+    let mismatch = |kind: &'static str| SourceError::StartMismatch {
+        start: start.to_string(),
+        kind,
+        server: format!("{flavor:?}"),
     };
     match start {
         StartPosition::At(p) => Ok(Checkpoint::new(p.clone(), None)),
@@ -100,7 +104,7 @@ pub async fn resolve_start(
             let first: Option<String> = rows.first().and_then(|r| r.get(0));
             first
                 .map(|f| Checkpoint::new(BinlogPosition::new(f, BINLOG_START_OFFSET), None))
-                .ok_or_else(|| SourceError::Protocol("the server lists no binary logs".into()))
+                .ok_or(SourceError::NoBinlogs)
         }
     }
 }

@@ -29,7 +29,7 @@ use super::tables::{RowsOrigin, TableMaps};
 use super::transaction::{Ending, Mode, Transaction};
 use super::xa::XaTracker;
 use super::{IDLE_PROGRESS_INTERVAL, SILENT_HEARTBEATS, SourceMessage, SourceSettings};
-use crate::checkpoint::{CHECKPOINT_VERSION, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::error::{SourceError, mysql_codes};
 use crate::outbox::OutboxEvent;
 use crate::position::{
@@ -178,11 +178,7 @@ impl BinlogSource {
                                 silent_ms: silent_limit.as_millis() as u64,
                             });
                         }
-                        Ok(None) => {
-                            return Err(SourceError::Protocol(
-                                "the server ended the binlog stream".into(),
-                            ));
-                        }
+                        Ok(None) => return Err(SourceError::StreamEnded),
                         Ok(Some(Err(err))) => return Err(self.classify_stream_error(err)),
                         Ok(Some(Ok(event))) => event,
                     },
@@ -258,14 +254,18 @@ impl BinlogSource {
         let event_type = header.event_type_raw();
         if event_type == types::MARIADB_GTID {
             let (gtid, flags) = MariadbGtid::from_event_payload(event.data(), header.server_id())
-                .ok_or_else(|| {
-                SourceError::Protocol(format!("short MariaDB GTID event at {end}"))
+                .ok_or_else(|| SourceError::MalformedEvent {
+                what: "MariaDB GTID event",
+                position: end.to_string(),
             })?;
             self.gtid.apply(gtid);
             self.open_transaction(flags & MariadbGtid::FLAG_STANDALONE == 0);
             if flags & MariadbGtid::FLAG_PREPARED_XA != 0 {
                 let xid = Xid::from_mariadb_gtid_event(event.data(), flags).ok_or_else(|| {
-                    SourceError::Protocol(format!("XA GTID event without its XA id at {end}"))
+                    SourceError::MalformedEvent {
+                        what: "XA GTID event (no XA id)",
+                        position: end.to_string(),
+                    }
                 })?;
                 if let Some(tx) = self.tx.as_mut() {
                     tx.xa = Some(xid);
@@ -316,7 +316,10 @@ impl BinlogSource {
             EventData::XidEvent(_) => self.end_transaction(End::Commit, header, raw, end),
             EventData::XaPrepareLogEvent(payload) => {
                 let (xid, one_phase) = Xid::from_prepare_event(&payload).ok_or_else(|| {
-                    SourceError::Protocol(format!("malformed XA_PREPARE event at {end}"))
+                    SourceError::MalformedEvent {
+                        what: "XA_PREPARE event",
+                        position: end.to_string(),
+                    }
                 })?;
                 let how = if one_phase {
                     End::Commit
@@ -453,8 +456,10 @@ impl BinlogSource {
             // binlog_checksum is NONE, so check the bytes themselves.)
             name.truncate(name.len().saturating_sub(4));
         }
-        let name = String::from_utf8(name)
-            .map_err(|_| SourceError::Protocol("non-UTF-8 binlog file name".into()))?;
+        let name = String::from_utf8(name).map_err(|_| SourceError::MalformedEvent {
+            what: "ROTATE event (file name not UTF-8)",
+            position: self.file.clone(),
+        })?;
         debug!(file = %name, pos = rotate.position(), fake, "rotate");
         if !fake && name != self.file {
             self.rotated = true;
@@ -535,9 +540,10 @@ impl BinlogSource {
                     && !tx.rows.rollback_to(&name, event_start)
                     && (tx.rows.held() > 0 || tx.rows.streamed() > 0)
                 {
-                    return Err(SourceError::Protocol(format!(
-                        "ROLLBACK TO {name} at {end} names a savepoint the binlog did not record, so the rows it undoes are unknown"
-                    )));
+                    return Err(SourceError::UnknownSavepoint {
+                        name,
+                        position: end.to_string(),
+                    });
                 }
                 Ok(Vec::new())
             }
@@ -707,9 +713,9 @@ impl BinlogSource {
                 if let Some(tx) = tx
                     && tx.rows.streamed() > 0
                 {
-                    return Err(SourceError::Protocol(format!(
-                        "a transaction read again ends with ROLLBACK at {end}, though it committed when first read"
-                    )));
+                    return Err(SourceError::ReadAgainDiffers {
+                        position: end.to_string(),
+                    });
                 }
             }
             End::XaPrepare(xid) => {
@@ -827,7 +833,6 @@ impl BinlogSource {
         let held = self.xa.hold_back();
         let resume = held.unwrap_or(&self.boundary);
         SourceMessage::TransactionEnd(Box::new(Checkpoint {
-            version: CHECKPOINT_VERSION,
             position: resume.position.clone(),
             gtid: resume.gtid.clone(),
             gtid_set: resume.gtid_set.clone(),
@@ -841,7 +846,6 @@ impl BinlogSource {
     /// The checkpoint of the last boundary (where a re-read starts).
     fn boundary_checkpoint(&self) -> Checkpoint {
         Checkpoint {
-            version: CHECKPOINT_VERSION,
             position: self.boundary.position.clone(),
             gtid: self.boundary.gtid.clone(),
             gtid_set: self.boundary.gtid_set.clone(),

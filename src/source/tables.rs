@@ -130,22 +130,19 @@ impl TableMaps {
         };
         let present: Vec<bool> = rows
             .columns_after_image()
-            .ok_or_else(|| {
-                SourceError::Protocol(format!(
-                    "INSERT rows event without an after image at {}",
-                    at(origin.first_row)
-                ))
+            .ok_or_else(|| SourceError::MalformedEvent {
+                what: "INSERT rows event without an after image",
+                position: at(origin.first_row).to_string(),
             })?
             .iter()
             .by_vals()
             .collect();
         if present.len() != map.decoders.len() || present.contains(&false) {
-            return Err(SourceError::Protocol(format!(
-                "rows event at {} has {} of {} columns; set binlog_row_image=FULL",
-                at(origin.first_row),
-                present.iter().filter(|p| **p).count(),
-                map.decoders.len()
-            )));
+            return Err(SourceError::PartialRowImage {
+                position: at(origin.first_row).to_string(),
+                present: present.iter().filter(|p| **p).count(),
+                columns: map.decoders.len(),
+            });
         }
         let mut data = ParseBuf(rows.rows_data());
         let mut out = Vec::new();

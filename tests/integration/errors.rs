@@ -117,7 +117,7 @@ async fn run_refuses_to_start_when_a_preflight_check_fails() {
         .await;
     let err = InProcess::start(env.config(None)).failure().await;
     let msg = err.to_string();
-    assert!(matches!(err, Error::Preflight(_)), "{msg}");
+    assert!(matches!(err, Error::Preflight { .. }), "{msg}");
     assert!(
         msg.contains("binlog_format") && msg.contains("ROW"),
         "{msg}"

@@ -63,11 +63,7 @@ async fn connector_resumes_by_gtid_on_a_replica_whose_binlog_files_differ() {
     }
     env.wait_for_count(100, Duration::from_secs(30)).await;
     connector.stop().await.expect("clean shutdown");
-    let checkpoint = binlog_outbox::checkpoint::CheckpointStore::load(
-        &binlog_outbox::checkpoint::FileCheckpointStore::new(env.checkpoint_path()),
-    )
-    .unwrap()
-    .unwrap();
+    let checkpoint = env.checkpoint();
     let primary_gtid = query_one(&env.db.root_url(), "SELECT @@gtid_binlog_pos").await;
     assert_eq!(
         checkpoint.gtid.as_ref().map(ToString::to_string),

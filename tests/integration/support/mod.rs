@@ -111,9 +111,7 @@ impl TestEnv {
 
     /// The checkpoint as saved.
     pub fn checkpoint(&self) -> binlog_outbox::checkpoint::Checkpoint {
-        use binlog_outbox::checkpoint::{CheckpointStore, FileCheckpointStore};
-        FileCheckpointStore::new(self.checkpoint_path())
-            .load()
+        binlog_outbox::checkpoint::read_file(&self.checkpoint_path())
             .expect("checkpoint readable")
             .expect("checkpoint exists")
     }
@@ -592,9 +590,7 @@ pub async fn wait_for_file(path: &Path) {
 
 /// The checkpoint file's position, as `file:pos`.
 pub fn checkpoint_position(path: &Path) -> binlog_outbox::position::BinlogPosition {
-    use binlog_outbox::checkpoint::{CheckpointStore, FileCheckpointStore};
-    FileCheckpointStore::new(path)
-        .load()
+    binlog_outbox::checkpoint::read_file(path)
         .expect("checkpoint readable")
         .expect("checkpoint exists")
         .position

@@ -266,13 +266,25 @@ pub struct NatsConfig {
     pub exclusive_streams: bool,
 }
 
+/// Where the checkpoint is kept, chosen by `store` (`"file"` when not given).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "store", rename_all = "snake_case")]
+pub enum CheckpointConfig {
+    /// A local file, replaced atomically; a lock file beside it keeps a second connector out.
+    File(FileCheckpointConfig),
+}
+
+/// `[checkpoint] store = "file"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckpointConfig {
+pub struct FileCheckpointConfig {
     /// File holding the last acknowledged transaction end. Its directory must exist or be
     /// creatable.
     pub path: PathBuf,
 }
+
+/// The store used when `[checkpoint]` names none.
+pub const DEFAULT_CHECKPOINT_STORE: &str = "file";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,7 +329,7 @@ fn default_shutdown_timeout_ms() -> u64 {
 /// Why the configuration could not be loaded or is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -327,6 +339,18 @@ pub enum ConfigError {
     Key { key: String, message: String },
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
+    #[error("config key `{key}`: not a valid subject template")]
+    Template {
+        key: String,
+        #[source]
+        source: crate::route::TemplateError,
+    },
+    #[error("source.url {url} is not a valid MySQL URL")]
+    SourceUrl {
+        url: String,
+        #[source]
+        source: mysql_async::UrlError,
+    },
 }
 
 impl Config {
@@ -343,6 +367,11 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let env: config::Map<String, String> = env.into_iter().collect();
         let raw = config::Config::builder()
+            .set_default("checkpoint.store", DEFAULT_CHECKPOINT_STORE)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
@@ -369,96 +398,6 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
-
-    /// Checks everything serde cannot: reports all problems at once, each with its field path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        if self.source.server_id == 0 {
-            problems.push(
-                "source.server_id: must be a non-zero id unique among the source's replicas".into(),
-            );
-        }
-        if !(100..=600_000).contains(&self.source.heartbeat_ms) {
-            problems.push(format!(
-                "source.heartbeat_ms: must be between 100 and 600000, got {}",
-                self.source.heartbeat_ms
-            ));
-        }
-        if self.outbox.is_empty() {
-            problems.push("outbox: at least one [[outbox]] table is required".into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, table) in self.outbox.iter().enumerate() {
-            let at = format!("outbox[{i}]");
-            if table.schema_and_table().is_none() {
-                problems.push(format!(
-                    "{at}.table: expected \"schema.table\", got {:?}",
-                    table.table
-                ));
-            } else if !seen.insert(table.table.as_str()) {
-                problems.push(format!("{at}.table: {:?} is configured twice", table.table));
-            }
-            if let Err(e) = SubjectTemplate::parse(&table.subject) {
-                problems.push(format!("{at}.subject: {e}"));
-            }
-            let dead_letter = SubjectTemplate::parse(&table.dead_letter_subject);
-            if !dead_letter
-                .as_ref()
-                .is_ok_and(|t| !t.filter().contains('*'))
-            {
-                problems.push(format!(
-                    "{at}.dead_letter_subject: {:?} must be a plain subject without placeholders",
-                    table.dead_letter_subject
-                ));
-            }
-            for (field, column) in table.columns.mapped() {
-                if column.trim().is_empty() {
-                    problems.push(format!("{at}.columns.{field}: column name is empty"));
-                }
-            }
-            for (header, column) in &table.headers {
-                if !is_valid_header_name(header) {
-                    problems.push(format!(
-                        "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
-                    ));
-                } else if let Some(prefix) = reserved_header_prefix(header) {
-                    problems.push(format!(
-                        "{at}.headers.{header}: header names starting with {prefix:?} are reserved (JetStream acts on Nats-* headers, the connector sets Outbox-* itself); choose another name"
-                    ));
-                }
-                if column.trim().is_empty() {
-                    problems.push(format!("{at}.headers.{header}: column name is empty"));
-                }
-            }
-        }
-        check_stream_name("nats.stream", &self.nats.stream, &mut problems);
-        for (i, table) in self.outbox.iter().enumerate() {
-            if let Some(stream) = &table.stream {
-                check_stream_name(&format!("outbox[{i}].stream"), stream, &mut problems);
-            }
-        }
-        problems.extend(self.overlapping_streams());
-        if !(1..=MAX_ACK_WINDOW).contains(&self.nats.ack_window) {
-            problems.push(format!(
-                "nats.ack_window: must be between 1 and {MAX_ACK_WINDOW}, got {}",
-                self.nats.ack_window
-            ));
-        }
-        if self.nats.duplicate_window_ms < 1000 {
-            problems.push("nats.duplicate_window_ms: must be at least 1000".into());
-        }
-        if self.nats.ack_timeout_ms == 0 {
-            problems.push("nats.ack_timeout_ms: must be positive".into());
-        }
-        if self.checkpoint.path.as_os_str().is_empty() {
-            problems.push("checkpoint.path: must not be empty".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
-    }
 }
 
 impl Config {
@@ -466,272 +405,10 @@ impl Config {
     pub fn stream_of<'a>(&'a self, table: &'a OutboxTableConfig) -> &'a str {
         table.stream.as_deref().unwrap_or(&self.nats.stream)
     }
-
-    /// Tables of different streams whose subjects overlap: JetStream routes by subject, so one
-    /// subject cannot belong to two streams.
-    fn overlapping_streams(&self) -> Vec<String> {
-        let filters: Vec<(usize, &str, String)> = self
-            .outbox
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                let filter = SubjectTemplate::parse(&t.subject).ok()?.filter();
-                Some((i, self.stream_of(t), filter))
-            })
-            .collect();
-        let mut problems = Vec::new();
-        for (n, (i, stream_a, a)) in filters.iter().enumerate() {
-            for (j, stream_b, b) in &filters[n + 1..] {
-                if stream_a != stream_b && crate::route::subjects_overlap(a, b) {
-                    problems.push(format!(
-                        "outbox[{j}].subject: {b:?} (stream {stream_b}) overlaps outbox[{i}] {a:?} (stream {stream_a}); tables in different streams need disjoint subjects"
-                    ));
-                }
-            }
-        }
-        problems
-    }
-}
-
-fn check_stream_name(path: &str, stream: &str, problems: &mut Vec<String>) {
-    if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
-        problems.push(format!(
-            "{path}: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
-        ));
-    }
-}
-
-/// Header name prefixes the `headers` mapping may not use: JetStream acts on `Nats-*`
-/// headers (a mapped `Nats-Msg-Id` would make it drop distinct events as duplicates), and the
-/// connector's own `Outbox-*` headers must not be replaced.
-pub const RESERVED_HEADER_PREFIXES: [&str; 2] = ["Nats-", "Outbox-"];
-
-fn reserved_header_prefix(name: &str) -> Option<&'static str> {
-    RESERVED_HEADER_PREFIXES.into_iter().find(|prefix| {
-        name.get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    })
-}
-
-fn is_valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
+mod validate;
 
-    const MINIMAL: &str = r#"
-        [source]
-        url = "mysql://cdc:secret@127.0.0.1:3306"
-        server_id = 4201
-
-        [[outbox]]
-        table = "shop.outbox"
-
-        [nats]
-        url = "nats://127.0.0.1:4222"
-        stream = "OUTBOX"
-
-        [checkpoint]
-        path = "state/shop.checkpoint"
-    "#;
-
-    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, toml).unwrap();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Config::load_with_env(&path, env)
-    }
-
-    #[test]
-    fn minimal_config_gets_debezium_defaults() {
-        let c = load(MINIMAL, &[]).unwrap();
-        assert_eq!(c.outbox[0].subject, DEFAULT_SUBJECT);
-        assert_eq!(c.outbox[0].columns, ColumnMapping::default());
-        assert_eq!(c.source.start, StartPosition::Latest);
-        assert_eq!(c.nats.ack_window, DEFAULT_ACK_WINDOW);
-        assert!(c.nats.exclusive_streams, "the order guard is on by default");
-        assert!(!format!("{c:?}").contains("secret"));
-    }
-
-    #[test]
-    fn the_order_guard_can_be_turned_off_from_the_environment() {
-        let c = load(
-            MINIMAL,
-            &[("BINLOG_OUTBOX__NATS__EXCLUSIVE_STREAMS", "false")],
-        )
-        .unwrap();
-        assert!(!c.nats.exclusive_streams);
-    }
-
-    #[test]
-    fn environment_overrides_use_double_underscore_and_keep_strings_as_written() {
-        let c = load(
-            MINIMAL,
-            &[
-                ("BINLOG_OUTBOX__SOURCE__SERVER_ID", "77"),
-                ("BINLOG_OUTBOX__NATS__STREAM", "007"),
-                ("BINLOG_OUTBOX__SOURCE__START", "binlog.000003:120"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(c.source.server_id, 77);
-        assert_eq!(c.nats.stream, "007");
-        assert_eq!(
-            c.source.start,
-            StartPosition::At(BinlogPosition::new("binlog.000003", 120))
-        );
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let err = load(
-            &MINIMAL.replace("server_id = 4201", "server_id = 4201\nserverid = 1"),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("serverid"), "{err}");
-        assert!(err.contains("source"), "{err}");
-    }
-
-    #[test]
-    fn unknown_key_from_environment_is_named() {
-        let err = load(MINIMAL, &[("BINLOG_OUTBOX__NATS__STREEM", "X")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("streem"), "{err}");
-    }
-
-    #[test]
-    fn missing_required_key_is_named() {
-        let err = load(&MINIMAL.replace("server_id = 4201", ""), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("server_id"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_is_named() {
-        let err = load(MINIMAL, &[("BINLOG_OUTBOX__SOURCE__SERVER_ID", "abc")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("source.server_id"), "{err}");
-    }
-
-    #[test]
-    fn validate_reports_every_problem_with_its_path() {
-        let toml = MINIMAL
-            .replace("server_id = 4201", "server_id = 0")
-            .replace(
-                "table = \"shop.outbox\"",
-                "table = \"outbox\"\nsubject = \"a.{nope}\"",
-            )
-            .replace("stream = \"OUTBOX\"", "stream = \"a.b\"\nack_window = 9000");
-        let err = load(&toml, &[]).unwrap_err().to_string();
-        for path in [
-            "source.server_id",
-            "outbox[0].table",
-            "outbox[0].subject",
-            "nats.stream",
-            "nats.ack_window",
-        ] {
-            assert!(err.contains(path), "{path} missing from: {err}");
-        }
-    }
-
-    #[test]
-    fn example_connector_configs_are_valid() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/connectors");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                Config::load_with_env(&path, std::iter::empty())
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                seen += 1;
-            }
-        }
-        assert!(seen > 0, "no example configs in {dir}");
-    }
-
-    #[test]
-    fn tables_in_different_streams_need_disjoint_subjects() {
-        let two = |subject_b: &str| {
-            MINIMAL.replace(
-                "[[outbox]]\n        table = \"shop.outbox\"",
-                &format!(
-                    "[[outbox]]\ntable = \"shop.outbox\"\nsubject = \"shop.{{aggregatetype}}\"\n\
-                     [[outbox]]\ntable = \"billing.events\"\nstream = \"BILLING\"\nsubject = \"{subject_b}\"\n"
-                ),
-            )
-        };
-        let c = load(&two("billing.{type}"), &[]).unwrap();
-        assert_eq!(c.stream_of(&c.outbox[1]), "BILLING");
-        assert_eq!(c.stream_of(&c.outbox[0]), "OUTBOX");
-        let err = load(&two("shop.{type}"), &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("outbox[1].subject") && err.contains("overlaps"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn start_accepts_positions_and_gtids_of_both_servers() {
-        let parse = |s: &str| s.parse::<StartPosition>();
-        assert_eq!(parse("latest").unwrap(), StartPosition::Latest);
-        assert!(matches!(
-            parse("mariadb-bin.000003:120").unwrap(),
-            StartPosition::At(_)
-        ));
-        assert!(matches!(
-            parse("0-1-100,1-2-7").unwrap(),
-            StartPosition::MariadbGtid(_)
-        ));
-        let mysql = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100";
-        assert!(matches!(parse(mysql).unwrap(), StartPosition::MysqlGtid(_)));
-        assert_eq!(parse(mysql).unwrap().to_string(), mysql);
-        assert!(parse("0-1").is_err());
-    }
-
-    #[test]
-    fn reserved_header_names_are_refused_whatever_their_case() {
-        for name in [
-            "Nats-Msg-Id",
-            "nats-expected-last-msg-id",
-            "NATS-TTL",
-            "Outbox-Table",
-        ] {
-            let toml = MINIMAL.replace(
-                "table = \"shop.outbox\"",
-                &format!("table = \"shop.outbox\"\nheaders = {{ {name} = \"tenant\" }}"),
-            );
-            let err = load(&toml, &[]).unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("outbox[0].headers.{name}")) && err.contains("reserved"),
-                "{name}: {err}"
-            );
-        }
-        let toml = MINIMAL.replace(
-            "table = \"shop.outbox\"",
-            "table = \"shop.outbox\"\nheaders = { Natsy = \"a\", X-Outbox-Tenant = \"b\" }",
-        );
-        load(&toml, &[]).expect("only the prefixes are reserved");
-    }
-
-    #[test]
-    fn bad_start_position_says_what_is_expected() {
-        let err = load(MINIMAL, &[("BINLOG_OUTBOX__SOURCE__START", "yesterday")])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("source.start") && err.contains("earliest"),
-            "{err}"
-        );
-    }
-}
+pub use validate::{HEARTBEAT_MS, MIN_DUPLICATE_WINDOW_MS};

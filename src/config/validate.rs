@@ -1,0 +1,191 @@
+//! [`Config::validate`]: everything serde cannot check, each problem with its field path.
+//! Bounds are named constants, with why they are what they are.
+
+use super::*;
+
+/// Below 100 ms heartbeats cost more than they tell; above 10 minutes a dead connection
+/// goes unnoticed for too long (two periods).
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// JetStream's duplicate window in whole seconds; a shorter one is not a useful window.
+pub const MIN_DUPLICATE_WINDOW_MS: u64 = 1_000;
+
+impl Config {
+    /// Checks everything serde cannot: reports all problems at once, each with its field path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        self.validate_source(&mut problems);
+        if self.outbox.is_empty() {
+            problems.push("outbox: at least one [[outbox]] table is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, table) in self.outbox.iter().enumerate() {
+            let at = format!("outbox[{i}]");
+            if table.schema_and_table().is_some() && !seen.insert(table.table.as_str()) {
+                problems.push(format!("{at}.table: {:?} is configured twice", table.table));
+            }
+            table.validate(&at, &mut problems);
+        }
+        problems.extend(self.overlapping_streams());
+        self.validate_nats(&mut problems);
+        match &self.checkpoint {
+            CheckpointConfig::File(file) if file.path.as_os_str().is_empty() => {
+                problems.push("checkpoint.path: must not be empty".into());
+            }
+            CheckpointConfig::File(_) => {}
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_source(&self, problems: &mut Vec<String>) {
+        let source = &self.source;
+        if source.server_id == 0 {
+            problems.push(
+                "source.server_id: must be a non-zero id unique among the source's replicas".into(),
+            );
+        }
+        if !HEARTBEAT_MS.contains(&source.heartbeat_ms) {
+            problems.push(format!(
+                "source.heartbeat_ms: must be between {} and {}, got {}",
+                HEARTBEAT_MS.start(),
+                HEARTBEAT_MS.end(),
+                source.heartbeat_ms
+            ));
+        }
+        positive(
+            "source.connect_timeout_ms",
+            source.connect_timeout_ms,
+            problems,
+        );
+    }
+
+    fn validate_nats(&self, problems: &mut Vec<String>) {
+        let nats = &self.nats;
+        check_stream_name("nats.stream", &nats.stream, problems);
+        for (i, table) in self.outbox.iter().enumerate() {
+            if let Some(stream) = &table.stream {
+                check_stream_name(&format!("outbox[{i}].stream"), stream, problems);
+            }
+        }
+        if !(1..=MAX_ACK_WINDOW).contains(&nats.ack_window) {
+            problems.push(format!(
+                "nats.ack_window: must be between 1 and {MAX_ACK_WINDOW}, got {}",
+                nats.ack_window
+            ));
+        }
+        if nats.duplicate_window_ms < MIN_DUPLICATE_WINDOW_MS {
+            problems.push(format!(
+                "nats.duplicate_window_ms: must be at least {MIN_DUPLICATE_WINDOW_MS}, got {}",
+                nats.duplicate_window_ms
+            ));
+        }
+        positive("nats.ack_timeout_ms", nats.ack_timeout_ms, problems);
+        positive("nats.connect_timeout_ms", nats.connect_timeout_ms, problems);
+    }
+
+    /// Tables of different streams whose subjects overlap: JetStream routes by subject, so one
+    /// subject cannot belong to two streams.
+    fn overlapping_streams(&self) -> Vec<String> {
+        let filters: Vec<(usize, &str, String)> = self
+            .outbox
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let filter = SubjectTemplate::parse(&t.subject).ok()?.filter();
+                Some((i, self.stream_of(t), filter))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (n, (i, stream_a, a)) in filters.iter().enumerate() {
+            for (j, stream_b, b) in &filters[n + 1..] {
+                if stream_a != stream_b && crate::route::subjects_overlap(a, b) {
+                    problems.push(format!(
+                        "outbox[{j}].subject: {b:?} (stream {stream_b}) overlaps outbox[{i}] {a:?} (stream {stream_a}); tables in different streams need disjoint subjects"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl OutboxTableConfig {
+    /// The table's own settings; `at` is its field path (`outbox[i]`).
+    fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if self.schema_and_table().is_none() {
+            problems.push(format!(
+                "{at}.table: expected \"schema.table\", got {:?}",
+                self.table
+            ));
+        }
+        if let Err(e) = SubjectTemplate::parse(&self.subject) {
+            problems.push(format!("{at}.subject: {e}"));
+        }
+        let dead_letter = SubjectTemplate::parse(&self.dead_letter_subject);
+        if !dead_letter
+            .as_ref()
+            .is_ok_and(|t| !t.filter().contains('*'))
+        {
+            problems.push(format!(
+                "{at}.dead_letter_subject: {:?} must be a plain subject without placeholders",
+                self.dead_letter_subject
+            ));
+        }
+        for (field, column) in self.columns.mapped() {
+            if column.trim().is_empty() {
+                problems.push(format!("{at}.columns.{field}: column name is empty"));
+            }
+        }
+        for (header, column) in &self.headers {
+            if !is_valid_header_name(header) {
+                problems.push(format!(
+                    "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
+                ));
+            } else if let Some(prefix) = reserved_header_prefix(header) {
+                problems.push(format!(
+                    "{at}.headers.{header}: header names starting with {prefix:?} are reserved (JetStream acts on Nats-* headers, the connector sets Outbox-* itself); choose another name"
+                ));
+            }
+            if column.trim().is_empty() {
+                problems.push(format!("{at}.headers.{header}: column name is empty"));
+            }
+        }
+    }
+}
+
+/// A timeout of 0 would give up before anything could answer.
+fn positive(path: &str, value: u64, problems: &mut Vec<String>) {
+    if value == 0 {
+        problems.push(format!("{path}: must be positive (milliseconds), got 0"));
+    }
+}
+
+fn check_stream_name(path: &str, stream: &str, problems: &mut Vec<String>) {
+    if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+        problems.push(format!(
+            "{path}: {stream:?} is not a valid stream name (non-empty, no '.', '*', '>', spaces or slashes)"
+        ));
+    }
+}
+
+/// Header name prefixes the `headers` mapping may not use: JetStream acts on `Nats-*`
+/// headers (a mapped `Nats-Msg-Id` would make it drop distinct events as duplicates), and the
+/// connector's own `Outbox-*` headers must not be replaced.
+pub const RESERVED_HEADER_PREFIXES: [&str; 2] = ["Nats-", "Outbox-"];
+
+fn reserved_header_prefix(name: &str) -> Option<&'static str> {
+    RESERVED_HEADER_PREFIXES.into_iter().find(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    })
+}
+
+fn is_valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

@@ -1,0 +1,101 @@
+//! Errors of the JetStream publisher, classified where the async-nats error kind is known.
+
+/// A cause from async-nats (its stream and request errors are several types).
+pub type NatsCause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of the JetStream publisher.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("stream {stream} cannot be read right now ({action})")]
+    StreamUnavailable {
+        stream: String,
+        action: &'static str,
+        #[source]
+        source: NatsCause,
+    },
+    #[error("stream {stream} does not exist; create it or set nats.create_stream = true")]
+    StreamMissing { stream: String },
+    #[error(
+        "stream {stream}: its subjects [{}] do not cover [{}]; add them to the stream",
+        .subjects.join(", "),
+        .uncovered.join(", ")
+    )]
+    StreamNotCovering {
+        stream: String,
+        subjects: Vec<String>,
+        uncovered: Vec<String>,
+    },
+    #[error("stream {stream}: duplicate_window is 0, so republished events would be stored twice")]
+    NoDuplicateWindow { stream: String },
+    #[error("stream {stream} cannot be created")]
+    StreamCreate {
+        stream: String,
+        #[source]
+        source: NatsCause,
+    },
+    #[error("cannot publish event {id} to {subject}")]
+    Send {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error(
+        "event {id} on {subject} is {size} bytes, above the NATS server's max_payload of {max} bytes"
+    )]
+    TooLarge {
+        id: String,
+        subject: String,
+        size: usize,
+        max: usize,
+    },
+    #[error(
+        "JetStream refused event {id} on {subject}: it was to follow {previous}, which is not the stream's last message (a message before it was lost, nats-server restarted and forgot its last message id, or another publisher writes to the stream; if so, set nats.exclusive_streams = false)"
+    )]
+    Overtaken {
+        id: String,
+        subject: String,
+        previous: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error("JetStream refused event {id} on {subject}")]
+    Refused {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
+    Ack {
+        id: String,
+        subject: String,
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+}
+
+impl PublishError {
+    /// A stable label of the kind of error, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "nats_connect",
+            Self::StreamUnavailable { .. } => "stream_unavailable",
+            Self::StreamMissing { .. } => "stream_missing",
+            Self::StreamNotCovering { .. } => "stream_not_covering",
+            Self::NoDuplicateWindow { .. } => "no_duplicate_window",
+            Self::StreamCreate { .. } => "stream_create",
+            Self::Send { .. } => "publish_send",
+            Self::TooLarge { .. } => "too_large",
+            Self::Overtaken { .. } => "publish_overtaken",
+            Self::Refused { .. } => "publish_refused",
+            Self::Ack { .. } => "publish_ack",
+        }
+    }
+}

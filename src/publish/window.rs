@@ -1,0 +1,126 @@
+//! The ack window: events in, acknowledged transaction ends out, in order.
+//!
+//! At most `ack_window` publishes await their ack at once; acks are consumed in publish order,
+//! and a transaction end is reported only after every event before it was acknowledged. Any
+//! failure ends the run with the error; the supervisor resumes from the last acknowledged
+//! transaction end.
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::order::OrderChain;
+use super::{Completion, OutgoingMessage, Publisher, StoredThrough};
+use crate::checkpoint::Checkpoint;
+use crate::error::PublishError;
+use crate::source::SourceMessage;
+
+/// One run of the publisher stage.
+pub struct AckWindow<'a> {
+    publisher: &'a Publisher,
+    /// Events the streams already hold (not published again).
+    stored: StoredThrough,
+    /// The source server's identity, stamped on every message.
+    source: Option<String>,
+}
+
+impl<'a> AckWindow<'a> {
+    pub(super) fn new(
+        publisher: &'a Publisher,
+        stored: StoredThrough,
+        source: Option<String>,
+    ) -> Self {
+        Self {
+            publisher,
+            stored,
+            source,
+        }
+    }
+
+    /// Publishes events from `rx` in order, reporting each transaction end to `acked` once all
+    /// events before it are acknowledged. `source` is the identity of the server the events
+    /// are read from, stamped on every message. Returns when the input closes or `cancel`
+    /// fires, after waiting for the acks in flight.
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<SourceMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+        cancel: CancellationToken,
+    ) -> Result<(), PublishError> {
+        let publisher = self.publisher;
+        let window = publisher.config.ack_window;
+        let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
+            FuturesOrdered::new();
+        let mut events_in_flight = 0usize;
+        let mut chain = OrderChain::new(publisher.config.exclusive_streams);
+        let mut reading = true;
+        loop {
+            // Priority: shutdown, then ack completions (they free window slots and bound
+            // memory), then new input while the window has room.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if reading => {
+                    debug!(in_flight = events_in_flight, "publisher stops reading");
+                    reading = false;
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
+                    Completion::Acked { id, duplicate } => {
+                        events_in_flight -= 1;
+                        publisher.note_duplicate(id, duplicate);
+                    }
+                    Completion::TransactionEnd(checkpoint) => {
+                        acked.send_replace(Some(*checkpoint));
+                    }
+                },
+                msg = rx.recv(), if reading && events_in_flight < window => match msg {
+                    None => reading = false,
+                    Some(SourceMessage::Event(event)) => {
+                        if self.stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
+                            // Stored before a crash; maybe outside the dedup window by now.
+                            debug!(id = %event.id, position = %event.position, "already stored, not republished");
+                            continue;
+                        }
+                        let message = OutgoingMessage::new(*event, self.source.as_deref());
+                        let message = self.dead_letter_if_oversized(message, &chain);
+                        let duplicate = publisher.is_known_duplicate(&message.id);
+                        let expected_last = chain.next(&message.stream, &message.id, duplicate);
+                        in_flight.push_back(publisher.publish(message, expected_last).await?);
+                        events_in_flight += 1;
+                    }
+                    Some(SourceMessage::TransactionEnd(checkpoint)) => {
+                        in_flight.push_back(
+                            futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
+                        );
+                    }
+                },
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// A message above the server's max_payload (headers included) becomes a dead letter
+    /// (reason in a header, no body) when its table's policy says so; otherwise it is
+    /// returned unchanged, and refused by [`Publisher::publish`].
+    fn dead_letter_if_oversized(
+        &self,
+        message: OutgoingMessage,
+        chain: &OrderChain,
+    ) -> OutgoingMessage {
+        let max = self.publisher.max_payload();
+        let size = message.wire_size(chain.expected_len(&message.stream));
+        if size <= max {
+            return message;
+        }
+        let Some(dead_letter) = message.dead_letter.clone() else {
+            return message;
+        };
+        let reason = format!(
+            "message of {size} bytes (headers and body) exceeds the NATS server's max_payload of {max} bytes"
+        );
+        warn!(id = %message.id, position = %message.position, reason = %reason, dead_letter = %dead_letter, "bad row sent to the dead-letter subject");
+        message.into_dead_letter(&dead_letter, &reason)
+    }
+}
