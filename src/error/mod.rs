@@ -120,6 +120,7 @@ fn source_policy(error: &SourceError) -> Policy {
         | Timeout { .. }
         | Stream { .. }
         | StreamEnded
+        | ServerChanged { .. }
         | Silent { .. }
         | Query { .. } => return Policy::Retry,
         AccessDenied { .. } => {
@@ -127,6 +128,12 @@ fn source_policy(error: &SourceError) -> Policy {
         }
         BinlogUnavailable { .. } => {
             "the binlog holding the checkpoint was purged, or the server's binlog history changed: restore the binlogs, or move the checkpoint away (or run --reset-checkpoint) with source.start = \"earliest\" or \"latest\" (events in between are then repeated or skipped)"
+        }
+        ReplicaIdInUse { .. } => {
+            "give this connector a source.server_id no other replica of the server uses (SHOW SLAVE HOSTS lists them)"
+        }
+        DumpRefused { .. } => {
+            "the server refused the binlog dump for the reason given; fix that on the server, then start again; nothing past the checkpoint was skipped"
         }
         HistoryChanged { .. } => {
             "the binlog history changed under the checkpoint (RESET MASTER, a recreated database, another log_bin basename, or another server behind source.url): events since then are in the new history; move the checkpoint away (or run --reset-checkpoint) with source.start = \"earliest\" to publish the new history from its start, or \"latest\" to skip it"

@@ -34,6 +34,12 @@ pub enum SourceError {
     #[error("the source database cannot serve the requested binlog position {position}: {message}")]
     BinlogUnavailable { position: String, message: String },
     #[error(
+        "the source database refused the binlog dump at {position}: another replica uses the connector's server_id ({message})"
+    )]
+    ReplicaIdInUse { position: String, message: String },
+    #[error("the source database refused the binlog dump at {position}: {message}")]
+    DumpRefused { position: String, message: String },
+    #[error(
         "the server's binlog at {position} is not the history the checkpoint was written from: {reason}"
     )]
     HistoryChanged { position: String, reason: String },
@@ -63,6 +69,8 @@ pub enum SourceError {
     },
     #[error("the server ended the binlog stream")]
     StreamEnded,
+    #[error("source.url reached server {to} instead of {from} while reading a transaction again")]
+    ServerChanged { from: String, to: String },
     #[error("no binlog event or heartbeat for {silent_ms} ms; the connection is presumed dead")]
     Silent { silent_ms: u64 },
     #[error("query failed: {query}")]
@@ -170,7 +178,24 @@ pub enum SourceError {
     BadRow(#[from] BadRow),
 }
 
+/// Texts of the servers' "fatal error reading binlog" (1236) that tell its cause.
+const BINLOG_GONE: [&str; 2] = ["Could not find first log file name", "purged"];
+const SAME_REPLICA_ID: [&str; 2] = ["same server_uuid/server_id", "same server_id"];
+
 impl SourceError {
+    /// Classifies a refused binlog dump (error 1236) by its message: binlogs the server no
+    /// longer has, another replica with the connector's server id, or anything else.
+    pub fn dump_refused(position: String, message: &str) -> Self {
+        let message = message.to_owned();
+        if BINLOG_GONE.iter().any(|m| message.contains(m)) {
+            Self::BinlogUnavailable { position, message }
+        } else if SAME_REPLICA_ID.iter().any(|m| message.contains(m)) {
+            Self::ReplicaIdInUse { position, message }
+        } else {
+            Self::DumpRefused { position, message }
+        }
+    }
+
     /// Classifies a mysql_async error from a query or connection attempt.
     pub fn from_mysql(query: &'static str, err: mysql_async::Error) -> Self {
         if is_access_denied(&err) {
@@ -188,6 +213,8 @@ impl SourceError {
             Self::Timeout { .. } => "source_timeout",
             Self::AccessDenied { .. } => "source_access_denied",
             Self::BinlogUnavailable { .. } => "binlog_unavailable",
+            Self::ReplicaIdInUse { .. } => "replica_id_in_use",
+            Self::DumpRefused { .. } => "dump_refused",
             Self::HistoryChanged { .. } => "history_changed",
             Self::OtherServer { .. } => "other_server",
             Self::ServerSettings { .. } => "server_settings",
@@ -196,6 +223,7 @@ impl SourceError {
             Self::StartMismatch { .. } => "start_mismatch",
             Self::Stream { .. } => "source_stream",
             Self::StreamEnded => "source_stream_ended",
+            Self::ServerChanged { .. } => "source_server_changed",
             Self::Silent { .. } => "source_silent",
             Self::Query { .. } => "source_query",
             Self::PartialRowImage { .. } => "partial_row_image",
@@ -227,4 +255,34 @@ pub fn is_access_denied(err: &mysql_async::Error) -> bool {
         e.code,
         ACCESS_DENIED | DB_ACCESS_DENIED | TABLE_ACCESS_DENIED | SPECIFIC_ACCESS_DENIED
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_dumps_are_told_apart_by_the_servers_message() {
+        let kind = |m: &str| SourceError::dump_refused("b.1:4".into(), m).kind();
+        assert_eq!(
+            kind("Could not find first log file name in binary log index file"),
+            "binlog_unavailable"
+        );
+        assert_eq!(
+            kind("Cannot replicate because the master purged required binary logs."),
+            "binlog_unavailable"
+        );
+        assert_eq!(
+            kind(
+                "A slave with the same server_uuid/server_id as this slave has connected to the master"
+            ),
+            "replica_id_in_use"
+        );
+        assert_eq!(
+            kind(
+                "log event entry exceeded max_allowed_packet; Increase max_allowed_packet on master"
+            ),
+            "dump_refused"
+        );
+    }
 }

@@ -182,7 +182,7 @@ pub async fn server_settings(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \
                  'binlog_row_image', 'binlog_row_metadata', 'binlog_checksum', \
                  'log_bin_compress', 'server_id', 'server_uid', 'server_uuid', \
-                 'expire_logs_days', 'binlog_expire_logs_seconds')",
+                 'expire_logs_days', 'binlog_expire_logs_seconds', 'sync_binlog')",
             ),
         )
         .await?;
@@ -252,6 +252,18 @@ pub fn settings_checks(s: &Settings, is_mariadb: bool, checks: &mut Vec<Check>) 
         },
     );
     checks.push(retention_check(s));
+    let sync = s.get("sync_binlog");
+    checks.push(if sync == "1" {
+        Check::pass("sync_binlog", "1")
+    } else {
+        Check::warn(
+            "sync_binlog",
+            format!(
+                "is {sync:?}: after a crash of the server's machine, transactions already published can be missing from its binlog (the connector then stops: the history changed)"
+            ),
+            "SET GLOBAL sync_binlog = 1 (and in the server config) where durability matters",
+        )
+    });
     if is_mariadb {
         let compress = s.get("log_bin_compress");
         checks.push(Check::pass(
@@ -377,6 +389,29 @@ async fn table_check(endpoint: &Endpoint, conn: &mut Conn, table: &OutboxTable) 
             name,
             "does not exist or is not visible to the connector's user",
             "create it (see schemas/) and GRANT SELECT on it to the connector's user",
+        );
+    }
+    // With lower_case_table_names the server finds `Shop.Outbox` here, but its binlog names
+    // the table as stored: the source would match no table map and publish nothing.
+    let stored: Result<Option<(String, String)>, _> = endpoint
+        .run(
+            "SELECT FROM information_schema.TABLES",
+            conn.exec_first(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&*table.schema, &*table.table),
+            ),
+        )
+        .await;
+    if let Ok(Some((schema, stored_table))) = stored
+        && (schema != *table.schema || stored_table != *table.table)
+    {
+        return Check::fail(
+            name,
+            format!(
+                "the server stores it as {schema}.{stored_table} (lower_case_table_names), and its binlog names it so"
+            ),
+            format!("write the table as \"{schema}.{stored_table}\" in the config"),
         );
     }
     let missing: Vec<String> = table

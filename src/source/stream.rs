@@ -111,6 +111,9 @@ pub struct BinlogSource {
     read_again: Option<Vec<(u64, u64)>>,
     /// The source must read again from `boundary` (a transaction too large to hold commits).
     rewind: bool,
+    /// The session started at a MySQL compressed payload's mark: its inner events (handled
+    /// before) come first and are skipped, up to the next event with a position.
+    skip_inner_events: bool,
     pub(super) last_progress: Instant,
     warned: HashSet<u8>,
 }
@@ -139,6 +142,7 @@ impl BinlogSource {
             replay_until: start.handled_through.clone(),
             read_again: None,
             rewind: false,
+            skip_inner_events: false,
             last_progress: Instant::now(),
             warned: HashSet::new(),
             settings,
@@ -168,6 +172,7 @@ impl BinlogSource {
     ) -> Result<(), SourceError> {
         let silent_limit = self.settings.heartbeat * SILENT_HEARTBEATS;
         loop {
+            self.skip_inner_events = session.skip_inner_events;
             let mut pending = std::mem::take(&mut session.pending).into_iter();
             while !self.rewind {
                 let event = match pending.next() {
@@ -202,6 +207,13 @@ impl BinlogSource {
             let from = self.boundary_checkpoint();
             debug!(position = %from.position, "reading a large transaction again to stream it");
             session = session::open(&self.settings, &from, &[]).await?;
+            if session.identity != self.identity {
+                // Another server now: the run's stream tips and identity are the old one's.
+                return Err(SourceError::ServerChanged {
+                    from: self.identity.clone().unwrap_or_default(),
+                    to: session.identity.clone().unwrap_or_default(),
+                });
+            }
             self.restart_at(&session);
         }
     }
@@ -223,10 +235,7 @@ impl BinlogSource {
     fn classify_stream_error(&self, err: mysql_async::Error) -> SourceError {
         match &err {
             mysql_async::Error::Server(e) if e.code == mysql_codes::FATAL_ERROR_READING_BINLOG => {
-                SourceError::BinlogUnavailable {
-                    position: self.position_hint(),
-                    message: e.message.clone(),
-                }
+                SourceError::dump_refused(self.position_hint(), &e.message)
             }
             _ if crate::error::is_access_denied(&err) => SourceError::AccessDenied { source: err },
             _ => SourceError::Stream { source: err },
@@ -249,6 +258,12 @@ impl BinlogSource {
         event: &Event,
     ) -> Result<Vec<SourceMessage>, SourceError> {
         let header = event.header();
+        if self.skip_inner_events {
+            if header.log_pos() == 0 {
+                return Ok(Vec::new());
+            }
+            self.skip_inner_events = false;
+        }
         let end_pos = self.end_of(&header, event)?;
         let end = BinlogPosition::new(self.file.clone(), end_pos);
         let event_type = header.event_type_raw();
@@ -427,7 +442,22 @@ impl BinlogSource {
         }
     }
 
+    /// The session started at a MySQL compressed payload's mark (fixture tests stand in for
+    /// the session).
+    #[cfg(test)]
+    pub(super) fn skip_inner_events_of_the_mark(&mut self) {
+        self.skip_inner_events = true;
+    }
+
     fn open_transaction(&mut self, explicit: bool) {
+        if let Some(open) = self
+            .tx
+            .as_ref()
+            .filter(|t| t.rows.held() > 0 || t.outbox_table.is_some())
+        {
+            // A group without an end never committed (a server crash cut it off); say so.
+            warn!(file = %self.file, rows = open.rows.held(), table = ?open.outbox_table, "a binlog group without an end: its rows never committed and are dropped");
+        }
         let mode = match self.read_again.take() {
             Some(undone) => Mode::Streaming { undone },
             None => Mode::Holding,

@@ -120,13 +120,22 @@ impl TableMaps {
         ) {
             return Ok(Vec::new());
         }
-        let Some(Some(map)) = self.by_id.get(&rows.table_id()) else {
-            return Ok(Vec::new());
-        };
         let at = |row: usize| RowPosition {
             file: Arc::clone(&origin.file),
             pos: origin.pos,
             row,
+        };
+        let map = match self.by_id.get(&rows.table_id()) {
+            Some(Some(map)) => map,
+            Some(None) => return Ok(Vec::new()),
+            // Every rows event follows its table's TABLE_MAP in the same transaction: without
+            // one it could be an outbox table's.
+            None => {
+                return Err(SourceError::MalformedEvent {
+                    what: "rows event whose table id has no table map",
+                    position: at(origin.first_row).to_string(),
+                });
+            }
         };
         let present: Vec<bool> = rows
             .columns_after_image()

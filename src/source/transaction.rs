@@ -120,17 +120,16 @@ impl Transaction {
         };
         let (_, held, end) = self.savepoints[i];
         self.savepoints.truncate(i + 1);
-        match self.mode {
-            Mode::Holding => {
-                self.held.truncate(held);
-                self.held_bytes = self
-                    .held
-                    .iter()
-                    .map(|e| e.payload.len() + ROW_OVERHEAD_BYTES)
-                    .sum();
-            }
-            Mode::LookingAhead => self.undone.push((end, start)),
-            Mode::Streaming { .. } => {}
+        // Recorded whatever the mode: a transaction still held now may outgrow the limit
+        // later and be read again, and the re-read must skip these rows too.
+        self.undone.push((end, start));
+        if self.mode == Mode::Holding {
+            self.held.truncate(held);
+            self.held_bytes = self
+                .held
+                .iter()
+                .map(|e| e.payload.len() + ROW_OVERHEAD_BYTES)
+                .sum();
         }
         true
     }
@@ -240,6 +239,34 @@ mod tests {
         assert_eq!(published, [100, 600]);
         assert_eq!(again.streamed(), 2);
         assert_eq!(ids(again.commit()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_rollback_to_a_savepoint_while_holding_is_remembered_when_the_transaction_outgrows_the_limit()
+     {
+        let big = MAX_HELD_BYTES / 4;
+        let mut tx = Transaction::new(Mode::Holding);
+        tx.row(row(100, 10));
+        tx.savepoint("s".into(), 150);
+        tx.row(row(200, 10));
+        assert!(tx.rollback_to("s", 250));
+        for pos in [300, 400, 500, 600, 700] {
+            tx.row(row(pos, big));
+        }
+        let Ending::ReadAgain { undone } = tx.commit() else {
+            panic!("must be read again")
+        };
+        let mut again = Transaction::new(Mode::Streaming { undone });
+        let published: Vec<u64> = [100, 200, 300, 400, 500, 600, 700]
+            .into_iter()
+            .filter_map(|pos| again.row(row(pos, big)))
+            .map(|e| e.position.pos)
+            .collect();
+        assert_eq!(
+            published,
+            [100, 300, 400, 500, 600, 700],
+            "the undone row stays undone"
+        );
     }
 
     #[test]

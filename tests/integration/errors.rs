@@ -242,3 +242,26 @@ async fn corrupt_or_foreign_checkpoints_stop_the_connector_instead_of_restarting
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("another-server"), "{err}");
 }
+
+/// With lower_case_table_names the server accepts `Lctn.Outbox` in queries, but its binlog
+/// names the table `lctn.outbox`: a config in another case would match nothing and publish
+/// nothing while the checkpoint moved on. Preflight refuses it, naming the stored name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_named_in_another_case_than_the_server_stores_it_is_refused() {
+    let env = TestEnv::start_with("lctn", &["--lower-case-table-names=1"]).await;
+    let toml = env.config_toml(Some("[[outbox]]\ntable = \"Lctn.Outbox\"\n"));
+    let err = InProcess::start(env.config_from(&toml)).failure().await;
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Preflight { .. }), "{msg}");
+    assert!(
+        msg.contains("stores it as lctn.outbox") && msg.contains("\"lctn.outbox\""),
+        "{msg}"
+    );
+    // Written as stored, it runs.
+    let connector = env.start_connector(env.config(None)).await;
+    let e = events(1, 3, 1);
+    insert_tx(&mut env.conn().await, &e, true).await;
+    env.wait_for_count(3, std::time::Duration::from_secs(30))
+        .await;
+    connector.stop().await.expect("clean shutdown");
+}
