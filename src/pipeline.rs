@@ -41,6 +41,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
+/// (Long on purpose: the stages' start and their shutdown order stay in one place.)
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     run_with(config, RunOptions::default(), cancel).await
 }
@@ -208,20 +209,12 @@ impl Stages<'_> {
         acked: Checkpoint,
         cancel: &CancellationToken,
     ) -> (Result<(), Error>, Checkpoint) {
-        let context = self.context;
-        // What the streams already hold: events between the checkpoint and there are not
-        // republished, so a restart stays duplicate-free even past the dedup window. The
-        // session checks that they come from the history it reads.
-        let opened = until_cancelled(cancel, async {
-            let tips = self.publisher.stream_tips(context.streams.keys()).await?;
-            Ok::<_, Error>(session::open(&context.source, &acked, &tips).await?)
-        })
-        .await;
-        let session = match opened {
+        let session = match until_cancelled(cancel, self.open_session(&acked)).await {
             None => return (Ok(()), acked),
             Some(Err(e)) => return (Err(e), acked),
             Some(Ok(session)) => session,
         };
+        let context = self.context;
         let stages = cancel.child_token();
         let tracker = TaskTracker::new();
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
@@ -255,18 +248,10 @@ impl Stages<'_> {
                     if failed { Ok(()) } else { run.await }
                 }
                 res = &mut run => res,
-                _ = cancel.cancelled() => {
-                    // Shutdown: the publisher saw the cancel too and is draining acks.
-                    match tokio::time::timeout(context.shutdown_timeout, &mut run).await {
-                        Ok(res) => res,
-                        Err(_) => {
-                            warn!(timeout_ms = context.shutdown_timeout.as_millis() as u64, "acks still in flight at the shutdown deadline; they will be republished on the next start");
-                            Ok(())
-                        }
-                    }
-                }
+                _ = cancel.cancelled() => self.drain(run).await,
             }
         };
+        // Shutdown order: the source stops, the writer saves the last acknowledged value.
         stages.cancel();
         drop(acked_tx);
         let source_result = source_task.await.expect("source task does not panic");
@@ -275,7 +260,6 @@ impl Stages<'_> {
             None => writer_task.await.expect("checkpoint task does not panic"),
         };
         tracker.wait().await;
-
         let last = match &writer_result {
             Ok(Some(cp)) => cp.clone(),
             _ => acked,
@@ -288,6 +272,37 @@ impl Stages<'_> {
             _ => Err(SourceError::StreamEnded.into()),
         };
         (result, last)
+    }
+
+    /// What the streams already hold, then a binlog session from `acked`: events between the
+    /// checkpoint and the streams' last messages are not republished, so a restart stays
+    /// duplicate-free even past the dedup window. The session checks that those messages
+    /// come from the history it reads.
+    async fn open_session(&self, acked: &Checkpoint) -> Result<session::Session, Error> {
+        let tips = self
+            .publisher
+            .stream_tips(self.context.streams.keys())
+            .await?;
+        Ok(session::open(&self.context.source, acked, &tips).await?)
+    }
+
+    /// On shutdown the publisher saw the cancel too and is draining the acks in flight:
+    /// bounded by `shutdown.timeout_ms`.
+    async fn drain(
+        &self,
+        run: impl Future<Output = Result<(), PublishError>>,
+    ) -> Result<(), PublishError> {
+        let deadline = self.context.shutdown_timeout;
+        match tokio::time::timeout(deadline, run).await {
+            Ok(res) => res,
+            Err(_) => {
+                warn!(
+                    timeout_ms = deadline.as_millis() as u64,
+                    "acks still in flight at the shutdown deadline; they will be republished on the next start"
+                );
+                Ok(())
+            }
+        }
     }
 }
 

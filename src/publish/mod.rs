@@ -179,38 +179,46 @@ impl Publisher {
                 });
             }
         };
-        Ok(async move {
-            match ack.await {
-                Ok(ack) => Ok(Completion::Acked {
-                    id,
-                    duplicate: ack.duplicate,
-                }),
-                Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
-                    Err(PublishError::Overtaken {
-                        id,
-                        subject: subject.to_string(),
-                        previous: expected_last.unwrap_or_default(),
-                        source,
-                    })
-                }
-                Err(source) if is_jetstream_refusal(&source) => Err(PublishError::Refused {
-                    id,
-                    subject: subject.to_string(),
-                    source,
-                }),
-                Err(source) => Err(PublishError::Ack {
-                    id,
-                    subject: subject.to_string(),
-                    source,
-                }),
-            }
-        }
-        .boxed())
+        Ok(classify_ack(ack, id, subject, expected_last).boxed())
     }
 
     /// Flushes and closes the connection, delivering what is buffered.
     pub async fn drain(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.drain()).await;
+    }
+}
+
+/// The ack of one message, classified: stored (or a duplicate), overtaken (the order guard
+/// refused it), refused by JetStream (not stored), or unknown (lost or late).
+async fn classify_ack(
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    id: String,
+    subject: Subject,
+    expected_last: Option<String>,
+) -> Result<Completion, PublishError> {
+    match ack.await {
+        Ok(ack) => Ok(Completion::Acked {
+            id,
+            duplicate: ack.duplicate,
+        }),
+        Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
+            Err(PublishError::Overtaken {
+                id,
+                subject: subject.to_string(),
+                previous: expected_last.unwrap_or_default(),
+                source,
+            })
+        }
+        Err(source) if is_jetstream_refusal(&source) => Err(PublishError::Refused {
+            id,
+            subject: subject.to_string(),
+            source,
+        }),
+        Err(source) => Err(PublishError::Ack {
+            id,
+            subject: subject.to_string(),
+            source,
+        }),
     }
 }
 

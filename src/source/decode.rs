@@ -70,6 +70,7 @@ impl ColumnDecoder {
 
     /// Decodes one value; `collation` is the column's collation id from the row metadata
     /// (0 when the server did not send charsets).
+    /// (Long on purpose: one arm per kind of value, in one table.)
     pub fn decode(&self, value: BinlogValue<'_>, collation: u16) -> Result<Cell, DecodeError> {
         let fail = |reason: String| DecodeError {
             column: self.name.clone(),

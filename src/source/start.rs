@@ -84,27 +84,33 @@ pub async fn resolve_start(
         }
         StartPosition::MariadbGtid(_) => Err(mismatch("MariaDB")),
         StartPosition::MysqlGtid(_) => Err(mismatch("MySQL")),
-        StartPosition::Latest => {
-            let mut conn = endpoint.connect().await?;
-            let (position, gtid_set) = preflight::binlog_status_with_gtids(endpoint, &mut conn)
-                .await?
-                .ok_or_else(binlog_off)?;
-            endpoint.close(conn).await;
-            Ok(Checkpoint {
-                gtid_set,
-                ..Checkpoint::new(position, None)
-            })
-        }
-        StartPosition::Earliest => {
-            let mut conn = endpoint.connect().await?;
-            let rows: Vec<mysql_async::Row> = endpoint
-                .run("SHOW BINARY LOGS", conn.query("SHOW BINARY LOGS"))
-                .await?;
-            endpoint.close(conn).await;
-            let first: Option<String> = rows.first().and_then(|r| r.get(0));
-            first
-                .map(|f| Checkpoint::new(BinlogPosition::new(f, BINLOG_START_OFFSET), None))
-                .ok_or(SourceError::NoBinlogs)
-        }
+        StartPosition::Latest => latest(endpoint).await,
+        StartPosition::Earliest => earliest(endpoint).await,
     }
+}
+
+/// The server's current end of binlog, with MySQL's executed GTID set there.
+async fn latest(endpoint: &Endpoint) -> Result<Checkpoint, SourceError> {
+    let mut conn = endpoint.connect().await?;
+    let (position, gtid_set) = preflight::binlog_status_with_gtids(endpoint, &mut conn)
+        .await?
+        .ok_or(SourceError::BinlogOff)?;
+    endpoint.close(conn).await;
+    Ok(Checkpoint {
+        gtid_set,
+        ..Checkpoint::new(position, None)
+    })
+}
+
+/// The start of the oldest binlog the server still has.
+async fn earliest(endpoint: &Endpoint) -> Result<Checkpoint, SourceError> {
+    let mut conn = endpoint.connect().await?;
+    let rows: Vec<mysql_async::Row> = endpoint
+        .run("SHOW BINARY LOGS", conn.query("SHOW BINARY LOGS"))
+        .await?;
+    endpoint.close(conn).await;
+    let first: Option<String> = rows.first().and_then(|r| r.get(0));
+    first
+        .map(|f| Checkpoint::new(BinlogPosition::new(f, BINLOG_START_OFFSET), None))
+        .ok_or(SourceError::NoBinlogs)
 }

@@ -69,6 +69,7 @@ impl BinlogSource {
 
     /// The rows a transaction's end publishes, or `None` when the transaction was too large
     /// to hold and must be read again. `at` is the ending event.
+    /// (Long on purpose: one arm per way a transaction can end.)
     fn rows_at_end(
         &mut self,
         how: End,

@@ -10,7 +10,8 @@ use super::{BinlogSource, Boundary, End, OpenTransaction, checksum_of, ends_with
 use crate::error::SourceError;
 use crate::position::{BinlogPosition, EventMark};
 use crate::source::SourceMessage;
-use crate::source::events::{self, Statement, types};
+use crate::source::events::types;
+use crate::source::statement::{self, Statement};
 use crate::source::transaction::{Mode, Transaction};
 
 impl BinlogSource {
@@ -100,6 +101,7 @@ impl BinlogSource {
         }
     }
 
+    /// (Long on purpose: one arm per kind of statement.)
     pub(super) fn on_query(
         &mut self,
         header: &BinlogEventHeader,
@@ -176,7 +178,7 @@ impl BinlogSource {
             .settings
             .tables
             .iter()
-            .any(|t| events::names_table(sql, default_schema, &t.schema, &t.table));
+            .any(|t| statement::names_table(sql, default_schema, &t.schema, &t.table));
         let statement: String = String::from_utf8_lossy(sql).chars().take(200).collect();
         if writes_outbox {
             return Err(SourceError::StatementFormat {

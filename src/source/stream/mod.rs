@@ -298,6 +298,7 @@ impl BinlogSource {
 
     /// `raw` is the event as received (for its checksum), `event` the one to read (the
     /// inflated one for a MariaDB compressed event); `header` the received event's header.
+    /// (Long on purpose: one arm per event type, so that every type is decided here.)
     async fn handle_data(
         &mut self,
         header: &BinlogEventHeader,
