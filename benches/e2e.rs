@@ -15,19 +15,19 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-#[allow(dead_code)]
-#[path = "../tests/integration/support/servers.rs"]
-mod servers;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/integration/support/mod.rs"]
+mod support;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use servers::{MariaDb, Nats};
+use support::servers::{MariaDb, Nats};
+use support::{Binary, master_position_of, stream_message_count, wait_for_stream_count};
 
 const PAYLOAD_BYTES: usize = 300;
 const WRITERS: usize = 8;
@@ -64,14 +64,8 @@ fn id_hex(n: u64) -> String {
 }
 
 fn uuid(n: u64) -> String {
-    let h = id_hex(n);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+    binlog_outbox::cell::uuid_string(
+        &(0xbe00_0000_0000_0000_0000_0000_0000_0000u128 | u128::from(n)).to_be_bytes(),
     )
 }
 
@@ -85,78 +79,23 @@ fn row(n: u64, committed_us: u64) -> String {
     )
 }
 
-struct Connector(Child);
-
-impl Connector {
-    /// Starts the connector; `BENCH_WRAPPER` (e.g. `perf record -g -o perf.data --`) is
-    /// put in front of it for profiling.
-    fn start(config: &std::path::Path, log: &std::path::Path) -> Self {
-        let wrapper = std::env::var("BENCH_WRAPPER").unwrap_or_default();
-        let mut words = wrapper
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>();
-        words.push(env!("CARGO_BIN_EXE_binlog-outbox").to_owned());
-        let child = Command::new(&words[0])
-            .args(&words[1..])
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "binlog_outbox=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("connector starts");
-        Self(child)
-    }
-
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        self.status_kib("VmHWM:") as f64 / 1024.0
-    }
-
-    /// Resets the peak RSS counter (Linux `clear_refs` 5), so the next phase has its own peak.
-    fn reset_peak(&self) {
-        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.0.id()), "5");
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
+/// Starts the connector; `BENCH_WRAPPER` (e.g. `perf record -g -o perf.data --`) is put in
+/// front of it for profiling.
+fn start_connector(config: &std::path::Path, log: &std::path::Path) -> Binary {
+    let wrapper: Vec<String> = std::env::var("BENCH_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Binary::start_with(config, log, "binlog_outbox=info", &wrapper)
 }
 
-async fn stream_count(js: &jetstream::Context, name: &str) -> u64 {
-    match js.get_stream(name).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
-async fn wait_for_count(js: &jetstream::Context, name: &str, n: u64, timeout: Duration) -> Instant {
-    let start = Instant::now();
-    loop {
-        if stream_count(js, name).await >= n {
-            return Instant::now();
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "stream {name} never reached {n} messages"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// Polling interval while timing: short, so it adds little to the measured time.
+const POLL: Duration = Duration::from_millis(5);
 
 /// Raw JetStream publishing: what the connector could at best reach.
 async fn ceiling(js: &jetstream::Context, count: u64) -> f64 {
@@ -188,7 +127,7 @@ async fn ceiling(js: &jetstream::Context, count: u64) -> f64 {
     }
     let rate = count as f64 / start.elapsed().as_secs_f64();
     assert_eq!(
-        stream_count(js, "CEILING").await,
+        stream_message_count(js, "CEILING").await,
         count,
         "ceiling stream holds every message"
     );
@@ -317,16 +256,7 @@ async fn main() {
     eprintln!("ceiling: publishing {backlog} messages straight to JetStream…");
     let ceiling_rate = ceiling(&js, backlog).await;
 
-    let status: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    let start_pos = format!(
-        "{}:{}",
-        status.get::<String, _>(0).unwrap(),
-        status.get::<u64, _>(1).unwrap()
-    );
+    let start_pos = master_position_of(&mut conn).await;
     eprintln!("catch-up: writing a backlog of {backlog} outbox rows with the connector stopped…");
     insert_backlog(&url, backlog).await;
 
@@ -345,20 +275,24 @@ async fn main() {
     .unwrap();
     let log = dir.path().join("connector.log");
     let started = Instant::now();
-    let connector = Connector::start(&config, &log);
-    let caught_up = wait_for_count(&js, STREAM, backlog, Duration::from_secs(600)).await;
+    let connector = start_connector(&config, &log);
+    let caught_up =
+        wait_for_stream_count(&js, STREAM, backlog, Duration::from_secs(600), POLL).await;
     let catchup_secs = caught_up.duration_since(started).as_secs_f64();
     let catchup_rate = backlog as f64 / catchup_secs;
-    let catchup_rss = connector.peak_rss_mib();
+    let catchup_rss = mib(connector.peak_rss_bytes());
 
     eprintln!(
         "live: {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…"
     );
-    connector.reset_peak();
+    connector.reset_peak_rss();
     let live = live_writers(&url, backlog, rate, seconds).await;
-    wait_for_count(&js, STREAM, backlog + live, Duration::from_secs(120)).await;
-    let live_rss = connector.peak_rss_mib();
-    connector.stop();
+    wait_for_stream_count(&js, STREAM, backlog + live, Duration::from_secs(120), POLL).await;
+    let live_rss = mib(connector.peak_rss_bytes());
+    assert!(
+        connector.terminate().success(),
+        "the connector exits cleanly"
+    );
 
     let stored = read_stream(&js, backlog + live).await;
     let unique: HashSet<&String> = stored.ids.iter().collect();
@@ -366,7 +300,7 @@ async fn main() {
     let exact = stored.ids.len() as u64 == backlog + live
         && unique.len() == stored.ids.len()
         && unique.iter().all(|id| expected.contains(*id))
-        && stream_count(&js, STREAM).await == backlog + live;
+        && stream_message_count(&js, STREAM).await == backlog + live;
     let mut lat = stored.latencies_us;
     lat.sort_unstable();
 
