@@ -2,6 +2,7 @@
 
 use crate::checkpoint;
 use crate::config::Config;
+use crate::error::error_chain;
 use crate::publish::Publisher;
 use crate::source::preflight::{self, Check};
 use crate::start;
@@ -13,7 +14,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
         Err(e) => {
             return vec![Check::fail(
                 "config",
-                preflight::error_chain(&e),
+                error_chain(&e),
                 "fix the configuration",
             )];
         }
@@ -29,7 +30,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
         }
         Err(e) => checks.push(Check::fail(
             "NATS connection",
-            preflight::error_chain(&e),
+            error_chain(&e),
             "check nats.url and that nats-server runs with JetStream (-js)",
         )),
     }
@@ -45,7 +46,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
         ),
         Err(e) => Check::fail(
             "checkpoint",
-            preflight::error_chain(&e),
+            error_chain(&e),
             "restore or remove the checkpoint (see the message)",
         ),
     });

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use binlog_outbox::config::Config;
 use binlog_outbox::error::Policy;
+use binlog_outbox::error::error_chain;
 use binlog_outbox::pipeline;
-use binlog_outbox::source::preflight::{Status, error_chain};
+use binlog_outbox::source::preflight::Status;
 use binlog_outbox::telemetry::{self, LogFormat};
 
 #[derive(Parser)]

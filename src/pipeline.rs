@@ -26,9 +26,8 @@ use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointStore, CheckpointWriter};
 use crate::config::{Config, NatsConfig};
-use crate::error::{Error, Policy, PublishError, SourceError};
+use crate::error::{Error, Policy, PublishError, SourceError, error_chain};
 use crate::publish::Publisher;
-use crate::source::preflight::error_chain;
 use crate::source::{BinlogSource, SourceSettings, flavor::Flavor, session};
 use crate::start::{self, Prepared};
 
@@ -41,7 +40,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
-/// (Long on purpose: the stages' start and their shutdown order stay in one place.)
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
     run_with(config, RunOptions::default(), cancel).await
 }
@@ -125,30 +123,16 @@ impl Supervisor {
         let mut backoff = BACKOFF_MIN;
         let result = loop {
             let (outcome, last) = self.attempt(acked.clone(), &cancel).await;
-            let progressed = last != acked;
+            if last != acked {
+                backoff = BACKOFF_MIN;
+            }
             acked = last;
             let err = match outcome {
                 Ok(()) => break Ok(()),
                 Err(err) => err,
             };
-            match err.policy() {
-                Policy::Fatal { hint } => {
-                    error!(error = %error_chain(&err), kind = err.kind(), position = %acked.position, hint, "stopping");
-                    break Err(err);
-                }
-                Policy::Retry => {
-                    if progressed {
-                        backoff = BACKOFF_MIN;
-                    }
-                    warn!(error = %error_chain(&err), kind = err.kind(), position = %acked.position, retry_in_ms = backoff.as_millis() as u64, "pipeline failed, resuming from the acknowledged position");
-                    if until_cancelled(&cancel, tokio::time::sleep(backoff))
-                        .await
-                        .is_none()
-                    {
-                        break Ok(());
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+            if let Some(end) = retry_after(err, &acked, &mut backoff, &cancel).await {
+                break end;
             }
         };
         if let Some(publisher) = &self.publisher {
@@ -184,6 +168,34 @@ impl Supervisor {
             publisher,
         };
         stages.run(acked, cancel).await
+    }
+}
+
+/// After a failed attempt: a fatal error ends the run (returned), a transient one waits out
+/// the backoff (doubling it) and returns `None` to retry; a cancel during the wait ends the
+/// run cleanly.
+async fn retry_after(
+    err: Error,
+    acked: &Checkpoint,
+    backoff: &mut Duration,
+    cancel: &CancellationToken,
+) -> Option<Result<(), Error>> {
+    match err.policy() {
+        Policy::Fatal { hint } => {
+            error!(error = %error_chain(&err), kind = err.kind(), position = %acked.position, hint, "stopping");
+            Some(Err(err))
+        }
+        Policy::Retry => {
+            warn!(error = %error_chain(&err), kind = err.kind(), position = %acked.position, retry_in_ms = backoff.as_millis() as u64, "pipeline failed, resuming from the acknowledged position");
+            if until_cancelled(cancel, tokio::time::sleep(*backoff))
+                .await
+                .is_none()
+            {
+                return Some(Ok(()));
+            }
+            *backoff = (*backoff * 2).min(BACKOFF_MAX);
+            None
+        }
     }
 }
 

@@ -205,3 +205,15 @@ fn publish_policy(error: &PublishError) -> Policy {
     };
     Policy::Fatal { hint }
 }
+
+/// An error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}

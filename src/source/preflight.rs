@@ -9,7 +9,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use super::Endpoint;
-use crate::error::SourceError;
+use crate::error::{SourceError, error_chain};
 use crate::outbox::OutboxTable;
 use crate::position::BinlogPosition;
 
@@ -279,16 +279,4 @@ async fn table_check(endpoint: &Endpoint, conn: &mut Conn, table: &OutboxTable) 
             "fix [outbox.columns] / [outbox.headers] in the config, or add the columns",
         )
     }
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        cur = e.source();
-    }
-    s
 }

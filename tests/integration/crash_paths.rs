@@ -28,7 +28,7 @@ async fn a_checkpoint_that_cannot_be_saved_stops_the_connector_naming_the_path_a
     insert_tx(&mut conn, &events(11, 10, 2), true).await;
     let err = connector.failure().await;
     assert!(matches!(err, Error::Checkpoint(_)), "{err}");
-    let msg = binlog_outbox::source::preflight::error_chain(&err);
+    let msg = binlog_outbox::error::error_chain(&err);
     assert!(
         msg.contains(&env.checkpoint_path().display().to_string())
             && msg.contains("Is a directory"),
