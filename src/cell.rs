@@ -109,6 +109,39 @@ pub fn format_unix_timestamp(secs: i64, micros: u32) -> String {
     )
 }
 
+/// The inverse of [`format_unix_timestamp`]: microseconds since the Unix epoch of a
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` text; `None` for anything else (a DATETIME has no zone).
+pub fn parse_unix_timestamp_micros(text: &str) -> Option<u64> {
+    let body = text.strip_suffix('Z')?;
+    let (date, time) = body.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(str::parse::<i64>);
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let micros: i64 = match frac {
+        "" => 0,
+        f if f.len() <= 6 => f.parse::<i64>().ok()? * 10_i64.pow(6 - f.len() as u32),
+        _ => return None,
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let secs = days_from_civil(y, m as u32, day as u32) * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs * 1_000_000 + micros).ok()
+}
+
+/// (year, month, day) → days since 1970-01-01, proleptic Gregorian (Howard Hinnant's).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -155,5 +188,29 @@ mod tests {
             format_unix_timestamp(951_782_400, 0),
             "2000-02-29T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn utc_timestamps_parse_back_and_zoneless_ones_do_not() {
+        for (secs, micros) in [
+            (0, 0),
+            (1_700_000_000, 123_456),
+            (951_782_400, 0),
+            (4_102_444_799, 999_999),
+        ] {
+            let text = format_unix_timestamp(secs, micros);
+            assert_eq!(
+                parse_unix_timestamp_micros(&text),
+                Some(secs as u64 * 1_000_000 + u64::from(micros)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_unix_timestamp_micros("2023-11-14T22:13:20.5Z"),
+            Some(1_700_000_000_500_000)
+        );
+        assert_eq!(parse_unix_timestamp_micros("2023-11-14T22:13:20"), None);
+        assert_eq!(parse_unix_timestamp_micros("2023-11-14 22:13:20Z"), None);
+        assert_eq!(parse_unix_timestamp_micros("garbage"), None);
     }
 }

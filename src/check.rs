@@ -20,7 +20,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
         }
     };
     let (mut checks, _) = preflight::check_source(&prepared.endpoint, &prepared.tables).await;
-    match Publisher::connect(&config.nats).await {
+    match Publisher::connect(&config.nats, crate::observe::Observer::unobserved()).await {
         Ok(publisher) => {
             checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
             for (stream, filters) in &prepared.streams {

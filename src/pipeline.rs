@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::checkpoint::{self, Checkpoint, CheckpointStore, CheckpointWriter};
 use crate::config::{Config, NatsConfig};
 use crate::error::{Error, Policy, PublishError, SourceError, error_chain};
+use crate::observe::{self, Limits, Observer, http::HttpServer};
 use crate::publish::Publisher;
 use crate::source::{BinlogSource, SourceSettings, flavor::Flavor, session};
 use crate::start::{self, Prepared};
@@ -65,8 +66,66 @@ pub async fn run_with(
         return Ok(());
     };
     let (acked, flavor) = started?;
-    let context = Context::new(&config, prepared, store, flavor);
-    Supervisor::new(context).run(acked, cancel).await
+    let observer = Arc::new(observe_run(&config, &prepared));
+    observer.info(flavor.label());
+    let tracker = TaskTracker::new();
+    let side_tasks = cancel.child_token();
+    if let Some(http) = &config.http {
+        let server = serve_http(http, &observer).await?;
+        tracker.spawn(server.run(side_tasks.clone()));
+    }
+    tracker.spawn(observe::progress::run(
+        prepared.endpoint.clone(),
+        Arc::clone(&observer),
+        acked.position.clone(),
+        Duration::from_millis(config.source.progress_interval_ms),
+        side_tasks.clone(),
+    ));
+    tracker.close();
+    let context = Context::new(&config, prepared, store, flavor, observer);
+    let result = Supervisor::new(context).run(acked, cancel).await;
+    side_tasks.cancel();
+    tracker.wait().await;
+    result
+}
+
+/// The run's observer: its limits from the config, a counter per table and stream.
+fn observe_run(config: &Config, prepared: &Prepared) -> Observer {
+    let heartbeat = Duration::from_millis(config.source.heartbeat_ms);
+    let limits = Limits {
+        stall_after: Duration::from_millis(
+            config
+                .http
+                .as_ref()
+                .map_or(crate::config::DEFAULT_STALL_TIMEOUT_MS, |h| {
+                    h.stall_timeout_ms
+                }),
+        ),
+        // A heartbeat is due every period; half a period more allows for the server's timing.
+        source_silence: heartbeat + heartbeat / 2,
+    };
+    if config.http.is_some() {
+        // Before the first metric handle is made: handles made without a recorder stay no-ops.
+        observe::install_recorder();
+    }
+    let tables: Vec<_> = prepared.tables.iter().map(|t| &t.qualified).collect();
+    Observer::new(limits, tables, prepared.streams.keys())
+}
+
+/// Binds the HTTP endpoint: a taken or unusable address stops the start, naming it.
+async fn serve_http(
+    http: &crate::config::HttpConfig,
+    observer: &Arc<Observer>,
+) -> Result<HttpServer, Error> {
+    let address = http.address().expect("validated at load");
+    HttpServer::bind(address, Arc::clone(observer), observe::install_recorder())
+        .await
+        .map_err(|source| {
+            Error::Config(Box::new(crate::config::ConfigError::Listen {
+                address: http.listen.clone(),
+                source,
+            }))
+        })
 }
 
 /// What every attempt runs with.
@@ -77,6 +136,7 @@ struct Context {
     streams: BTreeMap<String, Vec<String>>,
     store: Arc<dyn CheckpointStore>,
     shutdown_timeout: Duration,
+    observer: Arc<Observer>,
 }
 
 impl Context {
@@ -85,6 +145,7 @@ impl Context {
         prepared: Prepared,
         store: Arc<dyn CheckpointStore>,
         flavor: Flavor,
+        observer: Arc<Observer>,
     ) -> Self {
         Self {
             source: SourceSettings {
@@ -93,11 +154,13 @@ impl Context {
                 tables: prepared.tables,
                 flavor,
                 heartbeat: Duration::from_millis(config.source.heartbeat_ms),
+                observer: Arc::clone(&observer),
             },
             nats: config.nats.clone(),
             streams: prepared.streams,
             store,
             shutdown_timeout: Duration::from_millis(config.shutdown.timeout_ms),
+            observer,
         }
     }
 }
@@ -122,6 +185,7 @@ impl Supervisor {
     async fn run(mut self, mut acked: Checkpoint, cancel: CancellationToken) -> Result<(), Error> {
         let mut backoff = BACKOFF_MIN;
         let result = loop {
+            self.context.observer.source_attempt();
             let (outcome, last) = self.attempt(acked.clone(), &cancel).await;
             if last != acked {
                 backoff = BACKOFF_MIN;
@@ -131,6 +195,9 @@ impl Supervisor {
                 Ok(()) => break Ok(()),
                 Err(err) => err,
             };
+            if let Error::Publish(e) = &err {
+                self.context.observer.publish_failed(e.kind());
+            }
             if let Some(end) = retry_after(err, &acked, &mut backoff, &cancel).await {
                 break end;
             }
@@ -150,7 +217,9 @@ impl Supervisor {
         cancel: &CancellationToken,
     ) -> (Result<(), Error>, Checkpoint) {
         if self.publisher.is_none() {
-            match until_cancelled(cancel, Publisher::connect(&self.context.nats)).await {
+            let connect =
+                Publisher::connect(&self.context.nats, Arc::clone(&self.context.observer));
+            match until_cancelled(cancel, connect).await {
                 None => return (Ok(()), acked),
                 Some(Err(e)) => return (Err(e.into()), acked),
                 Some(Ok(publisher)) => self.publisher = Some(publisher),
@@ -235,12 +304,18 @@ impl Stages<'_> {
         let (acked_tx, acked_rx) = watch::channel(Some(session.start.clone()));
         let window = self
             .publisher
-            .window(session.stored.clone(), session.identity.clone());
+            .window(session.stored.clone(), session.identity.clone())
+            .observed_by(Arc::clone(&context.observer));
         let source = BinlogSource::new(context.source.clone(), &session.start);
         // When the source fails it drops its sender: the publisher still publishes what was
         // read before the failure (complete transactions get checkpointed), then ends.
         let source_task = tracker.spawn(source.run(session, tx, stages.clone()));
-        let writer = CheckpointWriter::new(Arc::clone(&context.store), Some(acked.clone()));
+        context.observer.source_connected();
+        let writer = CheckpointWriter::new(
+            Arc::clone(&context.store),
+            Some(acked.clone()),
+            Arc::clone(&context.observer),
+        );
         let mut writer_task = tracker.spawn(writer.run(acked_rx));
         tracker.close();
 
@@ -267,6 +342,8 @@ impl Stages<'_> {
         stages.cancel();
         drop(acked_tx);
         let source_result = source_task.await.expect("source task does not panic");
+        context.observer.source_disconnected();
+        context.observer.publisher_stopped();
         let writer_result = match writer_result {
             Some(result) => result,
             None => writer_task.await.expect("checkpoint task does not panic"),

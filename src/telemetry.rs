@@ -19,6 +19,8 @@ pub fn init(default_level: &str, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new(format!("binlog_outbox={default_level},warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: a file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::observe::Observer;
 
 /// Minimum time between two checkpoint writes.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
@@ -23,11 +24,20 @@ pub struct CheckpointWriter {
     store: Arc<dyn CheckpointStore>,
     /// What the store holds already.
     last_saved: Option<Checkpoint>,
+    observer: Arc<Observer>,
 }
 
 impl CheckpointWriter {
-    pub fn new(store: Arc<dyn CheckpointStore>, last_saved: Option<Checkpoint>) -> Self {
-        Self { store, last_saved }
+    pub fn new(
+        store: Arc<dyn CheckpointStore>,
+        last_saved: Option<Checkpoint>,
+        observer: Arc<Observer>,
+    ) -> Self {
+        Self {
+            store,
+            last_saved,
+            observer,
+        }
     }
 
     /// Runs until the sender side of `acked` is dropped; returns the last saved checkpoint.
@@ -39,8 +49,12 @@ impl CheckpointWriter {
             let open = acked.changed().await.is_ok();
             let latest = acked.borrow_and_update().clone();
             if let Some(checkpoint) = latest.filter(|cp| Some(cp) != self.last_saved.as_ref()) {
+                self.observer.checkpoint_acked();
                 self.store.save(&checkpoint).await?;
                 debug!(position = %checkpoint.position, "checkpoint saved");
+                let current = !acked.has_changed().unwrap_or(false);
+                self.observer
+                    .checkpoint_saved(&checkpoint.position, current);
                 self.last_saved = Some(checkpoint);
             }
             if !open {

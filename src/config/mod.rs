@@ -37,6 +37,11 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Heartbeats every 5 s: a dead connection is noticed within 10 s, at negligible cost.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
+/// Catch-up progress (and the binlog end for the lag in bytes) every 5 s.
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// A minute without progress while there is work: far beyond every timeout that would have
+/// made the stage fail and retry on its own (ack timeout, two heartbeats, the largest backoff).
+pub const DEFAULT_STALL_TIMEOUT_MS: u64 = 60_000;
 /// How long shutdown waits for in-flight acks before giving up on them (they are simply not
 /// checkpointed, and are republished on the next start).
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
@@ -51,6 +56,9 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// The metrics and health endpoint; off when absent.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +77,10 @@ pub struct SourceConfig {
     /// two periods is presumed dead and reconnected.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// How often the server's binlog end is polled (the lag in bytes) and, while the connector
+    /// is catching up, a progress line is logged.
+    #[serde(default = "default_progress_interval_ms")]
+    pub progress_interval_ms: u64,
 }
 
 /// Where to begin reading when no checkpoint exists.
@@ -165,6 +177,16 @@ pub enum BadRowPolicy {
     Fail,
     /// Publish the row to `dead_letter_subject` with the reason in a header, then continue.
     DeadLetter,
+}
+
+impl BadRowPolicy {
+    /// The policy as written in the config (a metric label).
+    pub fn label(self) -> &'static str {
+        match self {
+            BadRowPolicy::Fail => "fail",
+            BadRowPolicy::DeadLetter => "dead_letter",
+        }
+    }
 }
 
 /// Dead-letter subject unless configured.
@@ -286,6 +308,24 @@ pub struct FileCheckpointConfig {
 /// The store used when `[checkpoint]` names none.
 pub const DEFAULT_CHECKPOINT_STORE: &str = "file";
 
+/// `[http]`: Prometheus metrics, liveness and readiness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on, e.g. `127.0.0.1:9187` (port 0: any free port).
+    pub listen: String,
+    /// A stage that has work and makes no progress for this long makes `/healthz` answer 503.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    /// The listen address (validated at load).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -322,6 +362,12 @@ fn default_connect_timeout_ms() -> u64 {
 fn default_heartbeat_ms() -> u64 {
     DEFAULT_HEARTBEAT_MS
 }
+fn default_progress_interval_ms() -> u64 {
+    DEFAULT_PROGRESS_INTERVAL_MS
+}
+fn default_stall_timeout_ms() -> u64 {
+    DEFAULT_STALL_TIMEOUT_MS
+}
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT_MS
 }
@@ -350,6 +396,14 @@ pub enum ConfigError {
         url: String,
         #[source]
         source: mysql_async::UrlError,
+    },
+    #[error(
+        "http.listen: cannot listen on {address} (another process on the port, or not an address of this host)"
+    )]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 

@@ -6,6 +6,11 @@ use super::*;
 /// Below 100 ms heartbeats cost more than they tell; above 10 minutes a dead connection
 /// goes unnoticed for too long (two periods).
 pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// Polling the binlog end more often than every 100 ms costs the server for nothing; less
+/// often than hourly says nothing.
+pub const PROGRESS_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// Below a second every slow moment would look wedged.
+pub const MIN_STALL_TIMEOUT_MS: u64 = 1_000;
 /// JetStream's duplicate window in whole seconds; a shorter one is not a useful window.
 pub const MIN_DUPLICATE_WINDOW_MS: u64 = 1_000;
 
@@ -33,6 +38,19 @@ impl Config {
             }
             CheckpointConfig::File(_) => {}
         }
+        if let Some(http) = &self.http {
+            if http.address().is_none() {
+                problems.push(format!(
+                    "http.listen: {:?} is not an address like \"127.0.0.1:9187\"",
+                    http.listen
+                ));
+            }
+            if http.stall_timeout_ms < MIN_STALL_TIMEOUT_MS {
+                problems.push(format!(
+                    "http.stall_timeout_ms: must be at least {MIN_STALL_TIMEOUT_MS}"
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -53,6 +71,14 @@ impl Config {
                 HEARTBEAT_MS.start(),
                 HEARTBEAT_MS.end(),
                 source.heartbeat_ms
+            ));
+        }
+        if !PROGRESS_INTERVAL_MS.contains(&source.progress_interval_ms) {
+            problems.push(format!(
+                "source.progress_interval_ms: must be between {} and {}, got {}",
+                PROGRESS_INTERVAL_MS.start(),
+                PROGRESS_INTERVAL_MS.end(),
+                source.progress_interval_ms
             ));
         }
         positive(

@@ -45,6 +45,10 @@ pub struct OutboxEvent {
     pub dead_letter: Option<Arc<str>>,
     /// Set on dead-letter messages: why the row could not be published normally.
     pub dead_letter_reason: Option<String>,
+    /// When the row was committed, in Unix microseconds: the mapped timestamp column when it
+    /// is a TIMESTAMP (UTC), else the binlog event's second-resolution time (0: unknown).
+    /// For the lag metrics only; it does not reach the message.
+    pub committed_us: u64,
 }
 
 /// A configured outbox table.

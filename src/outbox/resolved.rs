@@ -151,6 +151,7 @@ impl ResolvedTable {
             checksum,
             dead_letter: self.table.dead_letter.clone(),
             dead_letter_reason: None,
+            committed_us: 0,
         };
         event.subject = self
             .table
@@ -236,6 +237,7 @@ impl ResolvedTable {
             checksum,
             dead_letter: None,
             dead_letter_reason: Some(one_line(&bad.reason)),
+            committed_us: 0,
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct OutgoingMessage {
     pub position: RowPosition,
     /// Dead-letter subject of the event's table, when its bad rows go there.
     pub dead_letter: Option<Arc<str>>,
+    /// `schema.table` of the row.
+    pub table: Arc<str>,
+    /// The row's commit time (Unix microseconds; 0: unknown), for the lag metrics.
+    pub committed_us: u64,
 }
 
 impl OutgoingMessage {
@@ -87,6 +91,8 @@ impl OutgoingMessage {
             stream: event.stream,
             position: event.position,
             dead_letter: event.dead_letter,
+            table: event.qualified_table,
+            committed_us: event.committed_us,
         }
     }
 
@@ -181,6 +187,7 @@ mod tests {
             checksum: 0xdead_beef,
             dead_letter: Some("outbox.deadletter".into()),
             dead_letter_reason: None,
+            committed_us: 0,
         };
         OutgoingMessage::new(event, Some("server-1"))
     }

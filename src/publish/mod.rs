@@ -30,7 +30,7 @@ pub mod stream;
 mod window;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Subject;
@@ -45,6 +45,7 @@ use tracing::info;
 use crate::checkpoint::Checkpoint;
 use crate::config::NatsConfig;
 use crate::error::PublishError;
+use crate::observe::Observer;
 use crate::position::RowPosition;
 
 pub use message::{OutgoingMessage, headers};
@@ -71,17 +72,39 @@ pub type StoredThrough = HashMap<String, RowPosition>;
 
 /// What an entry of the ack window resolves to.
 enum Completion {
-    Acked { id: String, duplicate: bool },
+    Acked {
+        id: String,
+        duplicate: bool,
+        stream: Arc<str>,
+        committed_us: u64,
+    },
     TransactionEnd(Box<Checkpoint>),
 }
 
 impl Publisher {
-    pub async fn connect(config: &NatsConfig) -> Result<Self, PublishError> {
+    /// Connects; `observer` follows the connection's state from then on (down, up again).
+    pub async fn connect(
+        config: &NatsConfig,
+        observer: Arc<Observer>,
+    ) -> Result<Self, PublishError> {
         let connect_err = |source| PublishError::Connect {
             url: config.url.redacted(),
             source,
         };
+        let events = Arc::clone(&observer);
         let options = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let events = Arc::clone(&events);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => events.nats_connection(true),
+                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                            events.nats_connection(false)
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .name("binlog-outbox")
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
         let client = tokio::time::timeout(
@@ -99,6 +122,7 @@ impl Publisher {
             .timeout(Duration::from_millis(config.ack_timeout_ms))
             .max_ack_inflight(crate::config::MAX_ACK_WINDOW + 500)
             .build(client.clone());
+        observer.nats_connection(true);
         info!(url = %config.url, "connected to NATS");
         Ok(Self {
             client,
@@ -150,6 +174,8 @@ impl Publisher {
             subject,
             mut headers,
             payload,
+            stream,
+            committed_us,
             ..
         } = message;
         if let Some(previous) = &expected_last {
@@ -179,7 +205,13 @@ impl Publisher {
                 });
             }
         };
-        Ok(classify_ack(ack, id, subject, expected_last).boxed())
+        let acked = Acked {
+            id,
+            subject,
+            stream,
+            committed_us,
+        };
+        Ok(classify_ack(ack, acked, expected_last).boxed())
     }
 
     /// Flushes and closes the connection, delivering what is buffered.
@@ -188,18 +220,33 @@ impl Publisher {
     }
 }
 
+/// A published message, as its ack reports on it.
+struct Acked {
+    id: String,
+    subject: Subject,
+    stream: Arc<str>,
+    committed_us: u64,
+}
+
 /// The ack of one message, classified: stored (or a duplicate), overtaken (the order guard
 /// refused it), refused by JetStream (not stored), or unknown (lost or late).
 async fn classify_ack(
     ack: async_nats::jetstream::context::PublishAckFuture,
-    id: String,
-    subject: Subject,
+    message: Acked,
     expected_last: Option<String>,
 ) -> Result<Completion, PublishError> {
+    let Acked {
+        id,
+        subject,
+        stream,
+        committed_us,
+    } = message;
     match ack.await {
         Ok(ack) => Ok(Completion::Acked {
             id,
             duplicate: ack.duplicate,
+            stream,
+            committed_us,
         }),
         Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
             Err(PublishError::Overtaken {

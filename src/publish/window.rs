@@ -5,6 +5,9 @@
 //! failure ends the run with the error; the supervisor resumes from the last acknowledged
 //! transaction end.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
@@ -15,7 +18,9 @@ use tracing::{debug, warn};
 use super::order::OrderChain;
 use super::{Completion, OutgoingMessage, Publisher, StoredThrough};
 use crate::checkpoint::Checkpoint;
+use crate::config::BadRowPolicy;
 use crate::error::PublishError;
+use crate::observe::Observer;
 use crate::source::SourceMessage;
 
 /// One run of the publisher stage.
@@ -25,6 +30,7 @@ pub struct AckWindow<'a> {
     stored: StoredThrough,
     /// The source server's identity, stamped on every message.
     source: Option<String>,
+    observer: Option<Arc<Observer>>,
 }
 
 impl<'a> AckWindow<'a> {
@@ -37,7 +43,14 @@ impl<'a> AckWindow<'a> {
             publisher,
             stored,
             source,
+            observer: None,
         }
+    }
+
+    /// Reports publishes and acks to `observer`.
+    pub fn observed_by(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Publishes events from `rx` in order, reporting each transaction end to `acked` once all
@@ -54,7 +67,9 @@ impl<'a> AckWindow<'a> {
         let window = publisher.config.ack_window;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
             FuturesOrdered::new();
-        let mut events_in_flight = 0usize;
+        // Commit times of the messages waiting for their ack, oldest first (for the lag).
+        let mut waiting: VecDeque<u64> = VecDeque::new();
+        let observer = self.observer.clone();
         let mut chain = OrderChain::new(publisher.config.exclusive_streams);
         let mut reading = true;
         loop {
@@ -63,19 +78,22 @@ impl<'a> AckWindow<'a> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if reading => {
-                    debug!(in_flight = events_in_flight, "publisher stops reading");
+                    debug!(in_flight = waiting.len(), "publisher stops reading");
                     reading = false;
                 }
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
-                    Completion::Acked { id, duplicate } => {
-                        events_in_flight -= 1;
+                    Completion::Acked { id, duplicate, stream, committed_us } => {
+                        waiting.pop_front();
+                        if let Some(o) = &observer {
+                            o.acked(&stream, duplicate, committed_us, waiting.front().copied());
+                        }
                         publisher.note_duplicate(id, duplicate);
                     }
                     Completion::TransactionEnd(checkpoint) => {
                         acked.send_replace(Some(*checkpoint));
                     }
                 },
-                msg = rx.recv(), if reading && events_in_flight < window => match msg {
+                msg = rx.recv(), if reading && waiting.len() < window => match msg {
                     None => reading = false,
                     Some(SourceMessage::Event(event)) => {
                         if self.stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
@@ -87,8 +105,12 @@ impl<'a> AckWindow<'a> {
                         let message = self.dead_letter_if_oversized(message, &chain);
                         let duplicate = publisher.is_known_duplicate(&message.id);
                         let expected_last = chain.next(&message.stream, &message.id, duplicate);
+                        let committed_us = message.committed_us;
                         in_flight.push_back(publisher.publish(message, expected_last).await?);
-                        events_in_flight += 1;
+                        waiting.push_back(committed_us);
+                        if let Some(o) = &observer {
+                            o.published(waiting.front().copied().unwrap_or(committed_us));
+                        }
                     }
                     Some(SourceMessage::TransactionEnd(checkpoint)) => {
                         in_flight.push_back(
@@ -113,6 +135,13 @@ impl<'a> AckWindow<'a> {
         let size = message.wire_size(chain.expected_len(&message.stream));
         if size <= max {
             return message;
+        }
+        let policy = match message.dead_letter {
+            Some(_) => BadRowPolicy::DeadLetter,
+            None => BadRowPolicy::Fail,
+        };
+        if let Some(o) = &self.observer {
+            o.bad_row(&message.table, policy.label());
         }
         let Some(dead_letter) = message.dead_letter.clone() else {
             return message;

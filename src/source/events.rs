@@ -17,11 +17,16 @@ use mysql_common::binlog::consts::BinlogChecksumAlg;
 /// Event type numbers the source handles itself.
 pub mod types {
     pub const QUERY: u8 = 2;
+    pub const ROTATE: u8 = 4;
+    pub const FORMAT_DESCRIPTION: u8 = 15;
+    pub const HEARTBEAT: u8 = 27;
+    pub const PREVIOUS_GTIDS: u8 = 35;
     pub const WRITE_ROWS_V1: u8 = 23;
     pub const WRITE_ROWS: u8 = 30;
     /// MySQL's compressed transaction payload; mysql_async yields it, then its inner events.
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
+    pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
     /// MariaDB's GTID event, unknown to mysql_async.
     pub const MARIADB_GTID: u8 = 162;
     /// The GTID state at a MariaDB binlog file's start.
@@ -33,6 +38,19 @@ pub mod types {
     pub const MARIADB_WRITE_ROWS_COMPRESSED: u8 = 169;
     pub const MARIADB_UPDATE_ROWS_COMPRESSED: u8 = 170;
     pub const MARIADB_DELETE_ROWS_COMPRESSED: u8 = 171;
+}
+
+/// Events sent at a binlog file's start (or a connection's): their header time is the file's,
+/// not a commit's.
+pub fn is_file_start(event_type: u8) -> bool {
+    matches!(
+        event_type,
+        types::ROTATE
+            | types::FORMAT_DESCRIPTION
+            | types::PREVIOUS_GTIDS
+            | types::MARIADB_GTID_LIST
+            | types::MARIADB_BINLOG_CHECKPOINT
+    )
 }
 
 /// MariaDB events with nothing in them for the connector: row annotations (the statement

@@ -105,6 +105,7 @@ async fn replay_from(
         tables,
         flavor: flavor::Flavor::from_version("8.0.36"),
         heartbeat: Duration::from_secs(5),
+        observer: crate::observe::Observer::unobserved(),
     };
     let start = Checkpoint {
         gtid_set,
@@ -440,6 +441,7 @@ async fn a_resume_at_a_compressed_payload_mark_skips_its_inner_events() {
         tables: vec![Arc::new(OutboxTable::from_config(&config).unwrap())],
         flavor: flavor::Flavor::from_version("8.0.36"),
         heartbeat: Duration::from_secs(5),
+        observer: crate::observe::Observer::unobserved(),
     };
     let start = Checkpoint::new(BinlogPosition::new("fixture.000001", 431), None);
     let mut source = BinlogSource::new(settings, &start);

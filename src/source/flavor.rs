@@ -37,6 +37,14 @@ impl Flavor {
         }
     }
 
+    /// `mariadb` or `mysql` (a metric label).
+    pub fn label(self) -> &'static str {
+        match self {
+            Flavor::MariaDb { .. } => "mariadb",
+            Flavor::MySql { .. } => "mysql",
+        }
+    }
+
     pub fn is_mariadb(self) -> bool {
         matches!(self, Flavor::MariaDb { .. })
     }

@@ -19,6 +19,7 @@
 //! the supervisor; an unavailable binlog or history, missing privileges, undecodable rows and
 //! events that may hold outbox rows but cannot be read are fatal.
 
+pub mod backlog;
 pub mod decode;
 pub mod endpoint;
 mod events;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::Checkpoint;
+use crate::observe::Observer;
 use crate::outbox::{OutboxEvent, OutboxTable};
 
 pub use endpoint::Endpoint;
@@ -70,6 +72,8 @@ pub struct SourceSettings {
     pub flavor: flavor::Flavor,
     /// Heartbeat period requested from the server while the binlog is idle.
     pub heartbeat: Duration,
+    /// Where the source reports what it reads (metrics, health, lag).
+    pub observer: Arc<Observer>,
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@ use tracing::warn;
 
 use super::decode::ColumnDecoder;
 use super::rows::RowLayout;
-use super::{Endpoint, flavor, schema};
+use super::{SourceSettings, flavor, schema};
 use crate::cell::Cell;
+use crate::config::BadRowPolicy;
 use crate::error::SourceError;
+use crate::observe::Observer;
 use crate::outbox::{OutboxEvent, OutboxTable, ResolvedTable};
 use crate::position::RowPosition;
 
@@ -39,6 +41,8 @@ pub struct RowsOrigin {
     pub pos: u64,
     pub first_row: usize,
     pub checksum: u32,
+    /// The rows event's header time (Unix seconds).
+    pub timestamp: u32,
 }
 
 /// The table maps seen on this connection, by table id.
@@ -48,16 +52,18 @@ pub struct TableMaps {
     by_id: HashMap<u64, Option<Arc<OutboxTableMap>>>,
     pub(super) names: schema::ColumnNames,
     json_columns: schema::JsonColumns,
+    observer: Arc<Observer>,
 }
 
 impl TableMaps {
-    pub fn new(tables: Vec<Arc<OutboxTable>>, flavor: flavor::Flavor, endpoint: &Endpoint) -> Self {
+    pub fn new(settings: &SourceSettings) -> Self {
         Self {
-            tables,
-            flavor,
+            tables: settings.tables.clone(),
+            flavor: settings.flavor,
             by_id: HashMap::new(),
-            names: schema::ColumnNames::new(endpoint.clone()),
-            json_columns: schema::JsonColumns::new(endpoint.clone()),
+            names: schema::ColumnNames::new(settings.endpoint.clone()),
+            json_columns: schema::JsonColumns::new(settings.endpoint.clone()),
+            observer: Arc::clone(&settings.observer),
         }
     }
 
@@ -158,8 +164,12 @@ impl TableMaps {
         while !data.is_empty() {
             let position = at(origin.first_row + out.len());
             let cells = map.parse_row(&present, &mut data, &position)?;
-            out.push(map.event(cells, position, origin.checksum)?);
+            let mut event = map.event(cells, position, origin.checksum, &self.observer)?;
+            event.committed_us = committed_us(&event, origin.timestamp);
+            out.push(event);
         }
+        self.observer
+            .rows_read(&map.resolved.table().qualified, out.len());
         Ok(out)
     }
 }
@@ -212,6 +222,7 @@ impl OutboxTableMap {
         cells: Vec<Cell>,
         position: RowPosition,
         checksum: u32,
+        observer: &Observer,
     ) -> Result<OutboxEvent, SourceError> {
         let dead_letter = self.resolved.table().dead_letter.clone();
         let payload = dead_letter
@@ -221,14 +232,28 @@ impl OutboxTableMap {
             Ok(event) => Ok(event),
             Err(bad) => match &dead_letter {
                 Some(subject) => {
+                    observer.bad_row(&bad.table, BadRowPolicy::DeadLetter.label());
                     warn!(table = %bad.table, id = %bad.id, position = %bad.position, reason = %bad.reason, dead_letter = %subject, "bad row sent to the dead-letter subject");
                     let payload = payload.and_then(Cell::into_body);
                     Ok(self
                         .resolved
                         .dead_letter_event(subject, payload, position, checksum, &bad))
                 }
-                None => Err(bad.into()),
+                None => {
+                    observer.bad_row(&bad.table, BadRowPolicy::Fail.label());
+                    Err(bad.into())
+                }
             },
         }
     }
+}
+
+/// When the row was committed: its mapped TIMESTAMP column (UTC, microseconds) or the rows
+/// event's header time.
+fn committed_us(event: &OutboxEvent, header_time: u32) -> u64 {
+    event
+        .timestamp
+        .as_deref()
+        .and_then(crate::cell::parse_unix_timestamp_micros)
+        .unwrap_or(u64::from(header_time) * 1_000_000)
 }

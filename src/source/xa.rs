@@ -195,6 +195,7 @@ mod tests {
             checksum: 0,
             dead_letter: None,
             dead_letter_reason: None,
+            committed_us: 0,
         }
     }
 

@@ -16,6 +16,7 @@ mod gtid;
 mod history;
 mod large;
 mod multi_table;
+mod observe;
 mod ordering;
 mod privileges;
 mod recovery;

@@ -112,7 +112,7 @@ pub struct BinlogSource {
 
 impl BinlogSource {
     pub fn new(settings: SourceSettings, start: &Checkpoint) -> Self {
-        let tables = TableMaps::new(settings.tables.clone(), settings.flavor, &settings.endpoint);
+        let tables = TableMaps::new(&settings);
         Self {
             tables,
             identity: start.server.clone(),
@@ -217,11 +217,7 @@ impl BinlogSource {
         self.seen_format_description = false;
         self.payload = None;
         self.tx = None;
-        self.tables = TableMaps::new(
-            self.settings.tables.clone(),
-            self.settings.flavor,
-            &self.settings.endpoint,
-        );
+        self.tables = TableMaps::new(&self.settings);
     }
 
     fn classify_stream_error(&self, err: mysql_async::Error) -> SourceError {
@@ -231,6 +227,20 @@ impl BinlogSource {
             }
             _ if crate::error::is_access_denied(&err) => SourceError::AccessDenied { source: err },
             _ => SourceError::Stream { source: err },
+        }
+    }
+
+    /// Tells the observer an event arrived: a heartbeat (the server has nothing more to
+    /// send), an event with a commit-related time, or a file-start event (its time is the
+    /// file's).
+    fn observe(&self, event_type: u8, header_time: u32) {
+        let observer = &self.settings.observer;
+        if event_type == types::HEARTBEAT {
+            observer.binlog_event(true, 0);
+        } else if events::is_file_start(event_type) {
+            observer.source_attempt();
+        } else {
+            observer.binlog_event(false, header_time);
         }
     }
 
@@ -259,6 +269,7 @@ impl BinlogSource {
         let end_pos = self.end_of(&header, event)?;
         let end = BinlogPosition::new(self.file.clone(), end_pos);
         let event_type = header.event_type_raw();
+        self.observe(event_type, header.timestamp());
         if event_type == types::MARIADB_GTID {
             let (gtid, flags) = MariadbGtid::from_event_payload(event.data(), header.server_id())
                 .ok_or_else(|| SourceError::MalformedEvent {

@@ -92,6 +92,7 @@ impl BinlogSource {
             pos,
             first_row,
             checksum,
+            timestamp: header.timestamp(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod connector;
 pub mod env;
 pub mod events;
+pub mod http;
 pub mod proxy;
 pub mod servers;
 pub mod waits;

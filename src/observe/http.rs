@@ -1,0 +1,87 @@
+//! The HTTP endpoint (`[http] listen`): `/metrics` (Prometheus text format), `/healthz`
+//! (liveness: 503 when a stage is wedged) and `/readyz` (readiness: 503 unless the binlog
+//! stream and NATS are connected), each 503 with a one-line reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::Observer;
+
+#[derive(Clone)]
+struct Shared {
+    observer: Arc<Observer>,
+    metrics: PrometheusHandle,
+}
+
+/// The endpoint, bound (so that a taken address fails the start, not later).
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+}
+
+impl HttpServer {
+    /// Binds `listen`; the error names the address.
+    pub async fn bind(
+        listen: SocketAddr,
+        observer: Arc<Observer>,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, std::io::Error> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        Ok(Self {
+            listener,
+            shared: Shared { observer, metrics },
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(self.shared);
+        if let Ok(addr) = self.listener.local_addr() {
+            info!(%addr, "serving /metrics, /healthz and /readyz");
+        }
+        let _ = axum::serve(self.listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+    }
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    shared.observer.refresh_gauges();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+fn verdict(problem: Option<String>, ok: &'static str) -> Response {
+    match problem {
+        None => (StatusCode::OK, format!("{ok}\n")).into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(shared): State<Shared>) -> Response {
+    verdict(shared.observer.wedged(), "ok")
+}
+
+async fn readyz(State(shared): State<Shared>) -> Response {
+    verdict(shared.observer.not_ready(), "ready")
+}

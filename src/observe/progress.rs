@@ -1,0 +1,180 @@
+//! Lag in bytes, polled from the server, and the catch-up progress log: while the connector
+//! is behind it logs a line every `source.progress_interval_ms` (events/s, lag in bytes and
+//! seconds, estimated time to catch up), and one line when it has caught up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::Observer;
+use crate::position::BinlogPosition;
+use crate::source::Endpoint;
+use crate::source::backlog::{binlog_files, bytes_behind};
+
+/// Behind by more than this many bytes (or [`BEHIND_SECONDS`]) counts as catching up.
+pub const BEHIND_BYTES: u64 = 1024 * 1024;
+pub const BEHIND_SECONDS: f64 = 10.0;
+
+/// Polls the server's binlog end every `interval` until `cancel` fires. `start` is the
+/// position the run resumed from (the lag's base until a checkpoint is saved).
+pub async fn run(
+    endpoint: Endpoint,
+    observer: Arc<Observer>,
+    start: BinlogPosition,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut catch_up = CatchUp::default();
+    let mut conn = None;
+    loop {
+        let position = observer.saved_position().unwrap_or_else(|| start.clone());
+        if conn.is_none() {
+            conn = endpoint.connect().await.ok();
+        }
+        let behind = match conn.as_mut() {
+            Some(c) => match binlog_files(&endpoint, c).await {
+                Ok(files) => bytes_behind(&files, &position),
+                Err(e) => {
+                    debug!(error = %e, "polling the binlog end failed; trying again");
+                    conn = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        observer.set_lag_bytes(behind);
+        if let Some(bytes) = behind {
+            let sample = Sample {
+                at: Instant::now(),
+                acked_events: observer.acked_events(),
+                lag_bytes: bytes,
+                lag_seconds: observer.lag_seconds(),
+            };
+            catch_up.log(sample);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    if let Some(c) = conn {
+        endpoint.close(c).await;
+    }
+}
+
+/// One poll's view.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub at: Instant,
+    pub acked_events: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+}
+
+impl Sample {
+    fn is_behind(&self) -> bool {
+        self.lag_bytes > BEHIND_BYTES || self.lag_seconds > BEHIND_SECONDS
+    }
+}
+
+/// What a progress line says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    CatchingUp {
+        events_per_s: f64,
+        /// Estimated seconds until caught up, once the lag shrinks.
+        eta_s: Option<f64>,
+    },
+    CaughtUp,
+}
+
+/// Whether the connector is catching up, and the previous sample for rates.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    behind: bool,
+    previous: Option<Sample>,
+}
+
+impl CatchUp {
+    /// What to log for `sample`, if anything.
+    pub fn next(&mut self, sample: Sample) -> Option<Line> {
+        let previous = self.previous.replace(sample);
+        let was_behind = self.behind;
+        self.behind = sample.is_behind();
+        if !self.behind {
+            return was_behind.then_some(Line::CaughtUp);
+        }
+        let (events_per_s, bytes_per_s) = match previous {
+            Some(p) if sample.at > p.at => {
+                let dt = (sample.at - p.at).as_secs_f64();
+                (
+                    sample.acked_events.saturating_sub(p.acked_events) as f64 / dt,
+                    (p.lag_bytes as f64 - sample.lag_bytes as f64) / dt,
+                )
+            }
+            _ => (0.0, 0.0),
+        };
+        let eta_s = (bytes_per_s > 0.0).then(|| sample.lag_bytes as f64 / bytes_per_s);
+        Some(Line::CatchingUp {
+            events_per_s,
+            eta_s,
+        })
+    }
+
+    fn log(&mut self, sample: Sample) {
+        match self.next(sample) {
+            Some(Line::CatchingUp {
+                events_per_s,
+                eta_s,
+            }) => info!(
+                events_per_s = events_per_s.round() as u64,
+                lag_bytes = sample.lag_bytes,
+                lag_seconds = sample.lag_seconds.round() as u64,
+                eta_seconds = eta_s.map(|s| s.round() as u64),
+                "catching up"
+            ),
+            Some(Line::CaughtUp) => info!(
+                lag_bytes = sample.lag_bytes,
+                lag_seconds = sample.lag_seconds.round() as u64,
+                "caught up"
+            ),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_logs_rates_and_an_estimate_then_caught_up_once() {
+        let t0 = Instant::now();
+        let sample = |s: u64, acked, bytes| Sample {
+            at: t0 + Duration::from_secs(s),
+            acked_events: acked,
+            lag_bytes: bytes,
+            lag_seconds: 0.0,
+        };
+        let mut c = CatchUp::default();
+        assert_eq!(c.next(sample(0, 0, 0)), None, "not behind: nothing to say");
+        assert_eq!(
+            c.next(sample(5, 0, 30_000_000)),
+            Some(Line::CatchingUp {
+                events_per_s: 0.0,
+                eta_s: None
+            })
+        );
+        assert_eq!(
+            c.next(sample(10, 50_000, 20_000_000)),
+            Some(Line::CatchingUp {
+                events_per_s: 10_000.0,
+                eta_s: Some(10.0)
+            })
+        );
+        assert_eq!(c.next(sample(15, 100_000, 100)), Some(Line::CaughtUp));
+        assert_eq!(c.next(sample(20, 100_000, 100)), None);
+    }
+}
