@@ -40,6 +40,7 @@ pub mod route;
 pub mod secret;
 pub mod source;
 pub mod start;
+pub mod status;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show the checkpoint, the server's binlog end, the lag and each stream's last message;
+    /// works while a connector runs (takes no lock, changes nothing).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[global_allocator]
@@ -57,7 +66,8 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_format);
-    let (Command::Run { config, .. } | Command::Check { config }) = &cli.command;
+    let (Command::Run { config, .. } | Command::Check { config } | Command::Status { config, .. }) =
+        &cli.command;
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Check { .. } => check(&config).await,
+            Command::Status { json, .. } => status(&config, json).await,
             Command::Run {
                 reset_checkpoint, ..
             } => run(config, pipeline::RunOptions { reset_checkpoint }).await,
@@ -93,6 +104,25 @@ async fn check(config: &Config) -> ExitCode {
     } else {
         println!("{failed} check(s) failed");
         ExitCode::from(EXIT_CONFIG)
+    }
+}
+
+/// The `status` command's report goes to stdout; exit code 1 when a part could not be read.
+#[allow(clippy::print_stdout)]
+async fn status(config: &Config, json: bool) -> ExitCode {
+    let status = binlog_outbox::status::status(config).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serialises")
+        );
+    } else {
+        print!("{status}");
+    }
+    if status.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

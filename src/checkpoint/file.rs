@@ -96,6 +96,18 @@ impl CheckpointStore for FileCheckpointStore {
         .boxed()
     }
 
+    fn saved_at(&self) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, CheckpointError>> {
+        let path = self.path.clone();
+        async move {
+            match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(time) => Ok(Some(time)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io(&path, "read the time of")(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn describe(&self) -> String {
         describe(&self.path)
     }

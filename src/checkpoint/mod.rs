@@ -130,6 +130,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Replaces the stored checkpoint; resolves only once it is durable.
     fn save<'a>(&'a self, checkpoint: &'a Checkpoint)
     -> BoxFuture<'a, Result<(), CheckpointError>>;
+    /// When the stored checkpoint was last written, `None` when there is none.
+    fn saved_at(&self) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, CheckpointError>>;
     /// What and where the store is, for messages.
     fn describe(&self) -> String;
 }

@@ -49,7 +49,7 @@ use crate::observe::Observer;
 use crate::position::RowPosition;
 
 pub use message::{OutgoingMessage, headers};
-pub use stream::StreamTip;
+pub use stream::{StreamState, StreamTip};
 pub use window::AckWindow;
 
 /// Connected JetStream publisher.

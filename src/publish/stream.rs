@@ -26,6 +26,14 @@ pub struct StreamTip {
     pub checksum: Option<u32>,
 }
 
+/// A stream's size and its last message's origin (for `binlog-outbox status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    pub messages: u64,
+    pub last_sequence: u64,
+    pub last: Option<StreamTip>,
+}
+
 impl Publisher {
     /// The last message of each stream that has one. Empty without the order guard
     /// (`exclusive_streams`): only the guard keeps this connector's messages in a stream a
@@ -42,33 +50,49 @@ impl Publisher {
         }
         for name in streams {
             // Deleted since it was ensured: no tip, nothing to skip.
-            let Some(mut stream) = self.lookup(name).await? else {
-                continue;
-            };
-            let last = stream
-                .info()
-                .await
-                .map_err(|e| unavailable(name, "reading its info", e))?
-                .state
-                .last_sequence;
-            if last == 0 {
-                continue;
+            if let Some(state) = self.stream_state(name).await?
+                && let Some(tip) = state.last
+            {
+                tips.push(tip);
             }
-            let Ok(message) = stream.get_raw_message(last).await else {
-                continue;
-            };
-            let header = |name: async_nats::HeaderName| {
-                message.headers.get(name).map(|v| v.as_str().to_owned())
-            };
-            tips.push(StreamTip {
-                stream: name.clone(),
-                server: header(headers::SOURCE_SERVER),
-                position: header(headers::SOURCE_POSITION).and_then(|p| p.parse().ok()),
-                checksum: header(headers::SOURCE_CHECKSUM)
-                    .and_then(|c| u32::from_str_radix(&c, 16).ok()),
-            });
         }
         Ok(tips)
+    }
+
+    /// How many messages `name` holds and where its last one came from; `None` when the
+    /// stream does not exist.
+    pub async fn stream_state(&self, name: &str) -> Result<Option<StreamState>, PublishError> {
+        let Some(mut stream) = self.lookup(name).await? else {
+            return Ok(None);
+        };
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| unavailable(name, "reading its info", e))?
+            .state
+            .clone();
+        let mut out = StreamState {
+            messages: state.messages,
+            last_sequence: state.last_sequence,
+            last: None,
+        };
+        if state.last_sequence == 0 {
+            return Ok(Some(out));
+        }
+        // Gone meanwhile (limits, a purge): as if there were no last message.
+        let Ok(message) = stream.get_raw_message(state.last_sequence).await else {
+            return Ok(Some(out));
+        };
+        let header =
+            |h: async_nats::HeaderName| message.headers.get(h).map(|v| v.as_str().to_owned());
+        out.last = Some(StreamTip {
+            stream: name.to_owned(),
+            server: header(headers::SOURCE_SERVER),
+            position: header(headers::SOURCE_POSITION).and_then(|p| p.parse().ok()),
+            checksum: header(headers::SOURCE_CHECKSUM)
+                .and_then(|c| u32::from_str_radix(&c, 16).ok()),
+        });
+        Ok(Some(out))
     }
 
     /// The stream `name`, `None` when it does not exist. Any other failure is transient.

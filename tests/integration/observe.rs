@@ -227,3 +227,53 @@ async fn an_http_address_in_use_or_malformed_stops_the_start_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_checkpoint_lag_and_streams_while_the_connector_runs_and_no_secret() {
+    let mut env = TestEnv::start("status").await;
+    let (config, _port) = observed_config(&env, 500, "");
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    connector.wait_until_reading().await;
+    let e = events(1, 10, 2);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e, true).await;
+    env.wait_for_count(10, Duration::from_secs(30)).await;
+    let end = wait_for_checkpoint_at_end(&env).await;
+
+    let config_arg = config.to_str().unwrap();
+    let (code, text, stderr) = run_binary(&["status", "--config", config_arg], &[]);
+    assert_eq!(code, 0, "{text}{stderr}");
+    assert!(text.contains(&format!("checkpoint  {end}")), "{text}");
+    assert!(text.contains("lag       0 bytes"), "{text}");
+    assert!(text.contains("10 messages, last sequence 10"), "{text}");
+    let (code, json, stderr) = run_binary(&["status", "--config", config_arg, "--json"], &[]);
+    assert_eq!(code, 0, "{json}{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["checkpoint"]["position"], end.to_string());
+    assert!(status["checkpoint"]["age_seconds"].as_u64().unwrap() < 60);
+    assert_eq!(status["source"]["binlog_end"], end.to_string());
+    assert_eq!(status["source"]["lag_bytes"], 0);
+    let stream = &status["streams"][0];
+    assert_eq!(stream["stream"], env.stream.as_str());
+    assert_eq!(stream["messages"], 10);
+    let last: binlog_outbox::position::RowPosition =
+        stream["last_position"].as_str().unwrap().parse().unwrap();
+    assert!(last.pos < end.pos, "{last} is before the checkpoint {end}");
+    assert_eq!(stream["last_server"], env.server_uid().await.as_str());
+    for output in [&text, &json, &stderr] {
+        assert!(!output.contains(CDC_PASSWORD), "a secret in:\n{output}");
+    }
+
+    // NATS away: the stream part says why, the others are still shown, exit code 1.
+    env.nats.stop();
+    let (code, text, _) = run_binary(&["status", "--config", config_arg], &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("checkpoint  {end}")), "{text}");
+    assert!(
+        text.contains(&format!("stream      {}: ", env.stream)),
+        "{text}"
+    );
+    env.nats.start_again();
+    assert!(connector.terminate().success());
+}
