@@ -11,7 +11,8 @@
 //!
 //! and the connector's peak RSS in each phase. At the end the stream must hold exactly the
 //! inserted events, once each. Sizes: BENCH_BACKLOG (200000), BENCH_RATE (5000/s),
-//! BENCH_SECONDS (20). BENCH_WRAPPER puts a profiler in front of the connector.
+//! BENCH_SECONDS (20). BENCH_WRAPPER puts a profiler in front of the connector. The connector
+//! serves metrics as the example config does (`[http]`); BENCH_HTTP=0 turns that off.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -261,12 +262,19 @@ async fn main() {
     insert_backlog(&url, backlog).await;
 
     let config = dir.path().join("bench.toml");
+    let http = match std::env::var("BENCH_HTTP").as_deref() {
+        Ok("0") => String::new(),
+        _ => format!(
+            "\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            support::servers::free_port()
+        ),
+    };
     std::fs::write(
         &config,
         format!(
             "[source]\nurl = \"mysql://cdc:bench@127.0.0.1:{}\"\nserver_id = 4201\nstart = \"{start_pos}\"\n\n\
              [[outbox]]\ntable = \"shop.outbox\"\n\n[nats]\nurl = \"{}\"\nstream = \"{STREAM}\"\n\n\
-             [checkpoint]\npath = \"{}\"\n",
+             [checkpoint]\npath = \"{}\"\n{http}",
             db.port,
             nats.url(),
             dir.path().join("bench.checkpoint").display()
@@ -306,9 +314,10 @@ async fn main() {
 
     println!();
     println!(
-        "binlog-outbox end-to-end benchmark ({} cores; MariaDB with {})",
+        "binlog-outbox end-to-end benchmark ({} cores; MariaDB with {}; metrics endpoint {})",
         num_cores(),
-        DURABILITY.join(" ")
+        DURABILITY.join(" "),
+        if http.is_empty() { "off" } else { "on" }
     );
     println!("| phase | events | result | vs ceiling | connector peak RSS |");
     println!("|---|---|---|---|---|");

@@ -2,6 +2,10 @@
 //! JetStream headers. Reports events/s for a 300-byte and a 4 KB JSON payload, taken as is
 //! (MySQL binary JSON) and validated (MariaDB JSON columns).
 //!
+//! A second group measures what observing one event costs on that path (the calls the source
+//! and the publisher make per event, with the Prometheus recorder installed as under
+//! `[http]`): `observe/per_event`.
+//!
 //! `cargo bench --bench mapping`
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -76,5 +80,30 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The per-event observer calls: a row read, its publish, its ack (metrics recorder on).
+fn bench_observe(c: &mut Criterion) {
+    use binlog_outbox::observe::{self, Limits, Observer};
+    observe::install_recorder();
+    let limits = Limits {
+        stall_after: std::time::Duration::from_secs(60),
+        source_silence: std::time::Duration::from_secs(10),
+    };
+    let table: Arc<str> = Arc::from("shop.outbox");
+    let stream = "OUTBOX".to_owned();
+    let observer = Observer::new(limits, [&table], [&stream]);
+    let mut group = c.benchmark_group("observe");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("per_event", |b| {
+        b.iter(|| {
+            let now = observe::unix_micros();
+            observer.binlog_event(false, (now / 1_000_000) as u32);
+            observer.rows_read(&table, 1);
+            observer.published(now);
+            observer.acked(&stream, false, now, None);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_observe);
 criterion_main!(benches);

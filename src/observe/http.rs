@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -52,13 +53,28 @@ impl HttpServer {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .with_state(self.shared);
+            .with_state(self.shared.clone());
         if let Ok(addr) = self.listener.local_addr() {
             info!(%addr, "serving /metrics, /healthz and /readyz");
         }
-        let _ = axum::serve(self.listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let upkeep = upkeep(self.shared.metrics.clone(), cancel.clone());
+        let serve =
+            axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned());
+        let _ = tokio::join!(serve, upkeep);
+    }
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Folds histogram samples into buckets every [`UPKEEP_INTERVAL`] (the recorder keeps every
+/// sample until then: without this, memory would grow with every event while nobody scrapes).
+async fn upkeep(metrics: PrometheusHandle, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(UPKEEP_INTERVAL) => metrics.run_upkeep(),
+        }
     }
 }
 

@@ -81,3 +81,70 @@ pub const ALL: [(&str, &str); 14] = [
         "Build and source server: version and flavor labels, value 1.",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `binlog_outbox_…` name in `text`, as written.
+    fn referenced(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("binlog_outbox_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    /// Exported: a name of [`ALL`], or a histogram's `_bucket`, `_sum` and `_count` series.
+    fn exported(name: &str) -> bool {
+        ALL.iter().any(|(n, _)| *n == name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s) == Some(COMMIT_TO_ACK_SECONDS))
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
+        for (file, text) in [
+            (
+                "docs/grafana-dashboard.json",
+                include_str!("../../docs/grafana-dashboard.json"),
+            ),
+            ("docs/alerts.yml", include_str!("../../docs/alerts.yml")),
+        ] {
+            let names = referenced(text);
+            assert!(names.len() >= 7, "{file} references hardly any metric");
+            for name in names {
+                assert!(exported(&name), "{file} uses {name}, which is not exported");
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        for (name, help) in ALL {
+            assert!(name.starts_with("binlog_outbox_"), "{name}");
+            assert!(!help.is_empty(), "{name} has no help");
+            let counter = [
+                EVENTS_READ,
+                MESSAGES_PUBLISHED,
+                PUBLISH_DUPLICATES,
+                PUBLISH_ERRORS,
+                BAD_ROWS,
+                RECONNECTS,
+            ]
+            .contains(&name);
+            assert_eq!(
+                name.ends_with("_total"),
+                counter,
+                "{name}: _total on counters only"
+            );
+        }
+    }
+}
