@@ -109,3 +109,67 @@ mod tests {
         }
     }
 }
+
+/// Credentials written into a NATS URL (`nats://user:password@host`, `nats://token@host`),
+/// percent-decoded. async-nats reads none of them from the URL, so the connector passes them
+/// on itself. With several comma-separated URLs the first one carrying credentials counts.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UrlCredentials {
+    UserPassword { user: String, password: String },
+    Token(String),
+}
+
+impl fmt::Debug for UrlCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            Self::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// The credentials in `urls`, if any.
+pub fn nats_url_credentials(urls: &str) -> Option<UrlCredentials> {
+    urls.split(',').find_map(|one| {
+        let url = url::Url::parse(one.trim()).ok()?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = decode(url.username());
+        match url.password() {
+            Some(password) => Some(UrlCredentials::UserPassword {
+                user,
+                password: decode(password),
+            }),
+            None if !user.is_empty() => Some(UrlCredentials::Token(user)),
+            None => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod url_credential_tests {
+    use super::*;
+
+    #[test]
+    fn user_password_and_token_urls_yield_their_credentials_decoded() {
+        assert_eq!(
+            nats_url_credentials("nats://bo:p%40ss%2Fw+x@127.0.0.1:4222"),
+            Some(UrlCredentials::UserPassword {
+                user: "bo".into(),
+                password: "p@ss/w+x".into()
+            })
+        );
+        assert_eq!(
+            nats_url_credentials("nats://a:4222, tls://tok-1@b:4222"),
+            Some(UrlCredentials::Token("tok-1".into()))
+        );
+        assert_eq!(nats_url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            format!("{:?}", nats_url_credentials("nats://u:secret@h")),
+            "Some(UserPassword(u, ***))"
+        );
+    }
+}

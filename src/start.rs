@@ -62,10 +62,13 @@ pub fn prepare(config: &Config) -> Result<Prepared, ConfigError> {
             source,
         }
     })?;
-    let opts = mysql_async::OptsBuilder::from_opts(opts)
+    let mut opts = mysql_async::OptsBuilder::from_opts(opts)
         .conn_ttl(None)
-        .wait_timeout(None)
-        .into();
+        .wait_timeout(None);
+    if let Some(tls) = &config.source.tls {
+        opts = opts.ssl_opts(Some(ssl_opts(tls)));
+    }
+    let opts = opts.into();
     let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (table, table_config) in tables.iter().zip(&config.outbox) {
         let filters = streams
@@ -141,4 +144,20 @@ pub async fn resume_point(
     info!(position = %cp.position, start = %config.source.start, "no checkpoint; starting at source.start");
     store.save(&cp).await?;
     Ok(cp)
+}
+
+/// The source connection's TLS settings from `[source.tls]`.
+fn ssl_opts(tls: &crate::config::SourceTlsConfig) -> mysql_async::SslOpts {
+    use crate::config::SourceTlsMode;
+    use mysql_async::{ClientIdentity, SslOpts};
+    let path = |p: &std::path::PathBuf| p.clone().into();
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(ClientIdentity::new(path(cert), path(key))),
+        _ => None,
+    };
+    SslOpts::default()
+        .with_root_certs(tls.ca_file.iter().map(path).collect())
+        .with_client_identity(identity)
+        .with_danger_accept_invalid_certs(tls.mode == SourceTlsMode::Required)
+        .with_danger_skip_domain_validation(tls.mode != SourceTlsMode::VerifyIdentity)
 }

@@ -81,6 +81,10 @@ pub struct SourceConfig {
     /// is catching up, a progress line is logged.
     #[serde(default = "default_progress_interval_ms")]
     pub progress_interval_ms: u64,
+    /// TLS to the server (also possible with `?require_ssl=true` in the URL, without a CA
+    /// file or a client certificate).
+    #[serde(default)]
+    pub tls: Option<SourceTlsConfig>,
 }
 
 /// Where to begin reading when no checkpoint exists.
@@ -286,6 +290,13 @@ pub struct NatsConfig {
     /// share a stream; a lost message may then be stored after later ones on retry.
     #[serde(default = "default_true")]
     pub exclusive_streams: bool,
+    /// A `.creds` file (JWT and NKey seed) for servers in operator mode.
+    pub credentials_file: Option<PathBuf>,
+    /// A file holding an NKey seed (`SU…`) for servers that authenticate by NKey.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// TLS to NATS; required once the section is present.
+    #[serde(default)]
+    pub tls: Option<NatsTlsConfig>,
 }
 
 /// Where the checkpoint is kept, chosen by `store` (`"file"` when not given).
@@ -463,6 +474,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
+pub use tls::{NatsTlsConfig, SourceTlsConfig, SourceTlsMode};
 pub use validate::{HEARTBEAT_MS, MIN_DUPLICATE_WINDOW_MS};

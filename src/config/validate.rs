@@ -73,6 +73,9 @@ impl Config {
                 source.heartbeat_ms
             ));
         }
+        if let Some(tls) = &source.tls {
+            tls.validate(problems);
+        }
         if !PROGRESS_INTERVAL_MS.contains(&source.progress_interval_ms) {
             problems.push(format!(
                 "source.progress_interval_ms: must be between {} and {}, got {}",
@@ -110,6 +113,24 @@ impl Config {
         }
         positive("nats.ack_timeout_ms", nats.ack_timeout_ms, problems);
         positive("nats.connect_timeout_ms", nats.connect_timeout_ms, problems);
+        if nats.credentials_file.is_some() && nats.nkey_seed_file.is_some() {
+            problems.push(
+                "nats.nkey_seed_file: a .creds file (nats.credentials_file) already holds the seed; set one of them".into(),
+            );
+        }
+        super::tls::check_file(
+            "nats.credentials_file",
+            nats.credentials_file.as_deref(),
+            problems,
+        );
+        super::tls::check_file(
+            "nats.nkey_seed_file",
+            nats.nkey_seed_file.as_deref(),
+            problems,
+        );
+        if let Some(tls) = &nats.tls {
+            tls.validate(problems);
+        }
     }
 
     /// Tables of different streams whose subjects overlap: JetStream routes by subject, so one

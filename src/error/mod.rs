@@ -187,6 +187,10 @@ fn source_policy(error: &SourceError) -> Policy {
 fn publish_policy(error: &PublishError) -> Policy {
     use PublishError::*;
     let hint = match error {
+        Connect { source, .. } if is_refused_credential(source) => {
+            "NATS refused the connection's credentials or TLS: fix nats.url, nats.credentials_file, nats.nkey_seed_file or [nats.tls]"
+        }
+        Credentials { .. } => "make the file readable, or fix the path in the config",
         Connect { .. }
         | Send { .. }
         | Ack { .. }
@@ -204,6 +208,36 @@ fn publish_policy(error: &PublishError) -> Policy {
         }
     };
     Policy::Fatal { hint }
+}
+
+/// NATS said no to who we are (a wrong password, token, NKey or certificate, an untrusted
+/// server certificate): retrying cannot help.
+fn is_refused_credential(error: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind::*;
+    matches!(error.kind(), Authentication | AuthorizationViolation | Tls)
+        || is_certificate_refusal(error)
+}
+
+/// A TLS handshake that failed on a certificate (async-nats reports it as an I/O error
+/// carrying the rustls error): an untrusted or mismatched certificate stays so on retry.
+fn is_certificate_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::rustls::Error as Tls;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let tls = e.downcast_ref::<Tls>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Tls>())
+        });
+        if matches!(
+            tls,
+            Some(Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// An error and its sources on one line.

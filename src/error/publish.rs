@@ -12,6 +12,13 @@ pub enum PublishError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("{key}: cannot read {}", .path.display())]
+    Credentials {
+        key: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("stream {stream} cannot be read right now ({action})")]
     StreamUnavailable {
         stream: String,
@@ -86,6 +93,7 @@ impl PublishError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "nats_connect",
+            Self::Credentials { .. } => "nats_credentials",
             Self::StreamUnavailable { .. } => "stream_unavailable",
             Self::StreamMissing { .. } => "stream_missing",
             Self::StreamNotCovering { .. } => "stream_not_covering",

@@ -47,6 +47,7 @@ use crate::config::NatsConfig;
 use crate::error::PublishError;
 use crate::observe::Observer;
 use crate::position::RowPosition;
+use crate::secret::UrlCredentials;
 
 pub use message::{OutgoingMessage, headers};
 pub use stream::{StreamState, StreamTip};
@@ -107,6 +108,7 @@ impl Publisher {
             })
             .name("binlog-outbox")
             .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
+        let options = with_credentials(options, config).await?;
         let client = tokio::time::timeout(
             Duration::from_millis(config.connect_timeout_ms),
             options.connect(config.url.expose()),
@@ -218,6 +220,49 @@ impl Publisher {
     pub async fn drain(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.drain()).await;
     }
+}
+
+/// Adds `nats.credentials_file`, `nats.nkey_seed_file` and `[nats.tls]` to `options`.
+async fn with_credentials(
+    mut options: async_nats::ConnectOptions,
+    config: &NatsConfig,
+) -> Result<async_nats::ConnectOptions, PublishError> {
+    let unreadable = |key: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| PublishError::Credentials { key, path, source }
+    };
+    match crate::secret::nats_url_credentials(config.url.expose()) {
+        Some(UrlCredentials::UserPassword { user, password }) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(UrlCredentials::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(unreadable("nats.credentials_file", path))?;
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        let seed = tokio::fs::read_to_string(path)
+            .await
+            .map_err(unreadable("nats.nkey_seed_file", path))?;
+        options = options.nkey(seed.trim().to_owned());
+    }
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if tls.handshake_first {
+            options = options.tls_first();
+        }
+    }
+    Ok(options)
 }
 
 /// A published message, as its ack reports on it.

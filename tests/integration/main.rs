@@ -23,5 +23,6 @@ mod recovery;
 mod restart;
 mod runtime_changes;
 mod server_settings;
+mod tls_auth;
 mod types;
 mod xa;

@@ -152,14 +152,46 @@ impl Binary {
 
 /// Runs the binary with `args` to completion; returns (exit code, stdout, stderr).
 pub fn run_binary(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_binlog-outbox"))
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_binlog-outbox"))
         .args(args)
         .envs(envs.iter().copied())
-        .output()
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("binary runs");
+    // A command that never ends fails the test instead of hanging it.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > RUN_BINARY_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "binlog-outbox {args:?} still runs after {RUN_BINARY_LIMIT:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&out_path).unwrap_or_default(),
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
     )
+}
+
+/// How long [`run_binary`] waits for the command to end.
+const RUN_BINARY_LIMIT: Duration = Duration::from_secs(60);
+
+impl Drop for Binary {
+    /// A test that fails midway leaves no connector running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -38,6 +38,17 @@ pub struct TestEnv {
     pub dir: TempDir,
     pub schema: String,
     pub stream: String,
+    /// How the test itself reaches NATS (a server with authentication or TLS needs its own).
+    pub nats_access: NatsAccess,
+}
+
+/// The test's own NATS credentials: user and password or token in the URL, TLS files.
+#[derive(Default, Clone)]
+pub struct NatsAccess {
+    /// `user:password` or a token, put in the URL.
+    pub userinfo: Option<String>,
+    /// CA, client certificate and key.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl TestEnv {
@@ -49,15 +60,21 @@ impl TestEnv {
 
     /// Like [`TestEnv::start`] with extra mariadbd options (later options win).
     pub async fn start_with(schema: &str, mariadbd_args: &[&str]) -> Self {
+        Self::start_servers(schema, mariadbd_args, "").await
+    }
+
+    /// Like [`TestEnv::start_with`], with `nats_conf` added to nats-server's config.
+    pub async fn start_servers(schema: &str, mariadbd_args: &[&str], nats_conf: &str) -> Self {
         let env = Self {
             db: MariaDb::start_with(1, mariadbd_args),
-            nats: Nats::start(),
+            nats: Nats::start_with(nats_conf),
             dir: tempfile::Builder::new()
                 .prefix("bo-test")
                 .tempdir()
                 .unwrap(),
             schema: schema.to_owned(),
             stream: format!("OUTBOX_{}", schema.to_uppercase()),
+            nats_access: NatsAccess::default(),
         };
         env.create_database().await;
         env
@@ -176,9 +193,23 @@ impl TestEnv {
     }
 
     pub async fn jetstream(&self) -> jetstream::Context {
-        let client = async_nats::connect(self.nats.url())
-            .await
-            .expect("nats connects");
+        let access = &self.nats_access;
+        let url = self.nats.url();
+        let mut options = async_nats::ConnectOptions::new();
+        match access.userinfo.as_deref().map(|u| u.split_once(':')) {
+            Some(Some((user, password))) => {
+                options = options.user_and_password(user.into(), password.into());
+            }
+            Some(None) => options = options.token(access.userinfo.clone().unwrap_or_default()),
+            None => {}
+        }
+        if let Some((ca, cert, key)) = &access.tls {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(ca.clone())
+                .add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options.connect(url).await.expect("nats connects");
         jetstream::new(client)
     }
 

@@ -1,6 +1,7 @@
 //! Test harness: private servers, one test's environment, connector handles, test events
 //! and what the stream stored, and waits. `benches/e2e.rs` uses it too.
 
+pub mod certs;
 pub mod connector;
 pub mod env;
 pub mod events;

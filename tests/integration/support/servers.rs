@@ -227,7 +227,14 @@ pub struct Nats {
 pub const NATS_MAX_PAYLOAD: usize = 8 * 1024 * 1024;
 
 impl Nats {
+    #[allow(dead_code)] // the e2e bench's
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like [`Nats::start`] with `extra` appended to the server's config file (an
+    /// `authorization` or `tls` block).
+    pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bo-nats")
             .tempdir()
@@ -237,7 +244,7 @@ impl Nats {
         std::fs::write(
             &conf,
             format!(
-                "port: {port}\nhost: 127.0.0.1\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                "port: {port}\nhost: 127.0.0.1\nmax_payload: {NATS_MAX_PAYLOAD}\njetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
                 dir.path().join("js").display()
             ),
         )
