@@ -1,10 +1,12 @@
 # Shared shell helpers for scripts/demo and scripts/test. Source it; do not run it.
 
-# Installs mariadb-server and nats-server from the distribution when they are missing.
+# Installs mariadb-server, nats-server and openssl (the TLS tests make their certificates
+# with it) from the distribution when they are missing.
 ensure_packages() {
   local missing=()
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

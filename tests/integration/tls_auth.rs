@@ -261,3 +261,90 @@ async fn unreadable_tls_and_credential_files_are_config_errors_naming_the_key() 
 fn with_nats_extra(toml: &str, extra: &str) -> String {
     toml.replacen("[nats]\n", &format!("[nats]\n{extra}"), 1)
 }
+
+/// A signed NATS JWT (v2) of `claims` about `subject`, issued by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = b64(claims.to_string().as_bytes());
+    let signed = format!("{header}.{claims}");
+    let signature = b64(&issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_in_operator_mode_with_a_creds_file_publishes() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "outbox",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "connector",
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let conf = format!(
+        "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{\n  {acc}: {account_jwt}\n  {sys}: {system_jwt}\n}}\n",
+        acc = account.public_key(),
+        sys = system.public_key(),
+    );
+    let mut env = TestEnv::start_servers("nats_creds", &[], &conf).await;
+    let creds = env.dir.path().join("connector.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    env.nats_access.creds = Some(creds.clone());
+    let toml = with_nats(
+        &env,
+        &env.nats.url(),
+        &format!("credentials_file = {}\n", toml_path(&creds)),
+    );
+    publishes_exactly(&env, &toml, 10).await;
+    // Without the creds file the server refuses the connector: it stops at once.
+    let config = env.write_config("no-creds.toml", &env.config_toml(None));
+    let (code, _, err) = run_binary(&["run", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    let seed = user.seed().unwrap();
+    assert!(!err.contains(&seed), "the seed in:\n{err}");
+}

@@ -49,6 +49,8 @@ pub struct NatsAccess {
     pub userinfo: Option<String>,
     /// CA, client certificate and key.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// A `.creds` file (operator mode).
+    pub creds: Option<PathBuf>,
 }
 
 impl TestEnv {
@@ -202,6 +204,12 @@ impl TestEnv {
             }
             Some(None) => options = options.token(access.userinfo.clone().unwrap_or_default()),
             None => {}
+        }
+        if let Some(creds) = &access.creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .expect("test creds readable");
         }
         if let Some((ca, cert, key)) = &access.tls {
             options = options

@@ -259,18 +259,29 @@ impl Nats {
     }
 
     fn start_process(&mut self) {
+        let log = self.dir.path().join("nats.log");
         let child = Command::new(find_binary(&["nats-server", "/usr/sbin/nats-server"]))
             .arg("-c")
             .arg(self.dir.path().join("nats.conf"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
         let port = self.port;
-        wait_until("nats-server", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            assert!(
+                !exited && start.elapsed() < Duration::from_secs(20),
+                "nats-server not ready: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the server (SIGKILL); [`Nats::start_again`] brings it back.
