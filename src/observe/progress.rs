@@ -30,19 +30,11 @@ pub async fn run(
     let mut conn = None;
     loop {
         let position = observer.saved_position().unwrap_or_else(|| start.clone());
-        if conn.is_none() {
-            conn = endpoint.connect().await.ok();
-        }
-        let behind = match conn.as_mut() {
-            Some(c) => match binlog_files(&endpoint, c).await {
-                Ok(files) => bytes_behind(&files, &position),
-                Err(e) => {
-                    debug!(error = %e, "polling the binlog end failed; trying again");
-                    conn = None;
-                    None
-                }
-            },
-            None => None,
+        // A server that does not answer must not hold up shutdown.
+        let poll = poll_bytes_behind(&endpoint, &mut conn, &position);
+        let behind = tokio::select! {
+            _ = cancel.cancelled() => break,
+            behind = poll => behind,
         };
         observer.set_lag_bytes(behind);
         if let Some(bytes) = behind {
@@ -61,6 +53,26 @@ pub async fn run(
     }
     if let Some(c) = conn {
         endpoint.close(c).await;
+    }
+}
+
+/// Bytes from `position` to the server's binlog end, connecting when `conn` is `None`;
+/// `None` when the server cannot tell (down, or the position is not in its binlogs).
+async fn poll_bytes_behind(
+    endpoint: &Endpoint,
+    conn: &mut Option<mysql_async::Conn>,
+    position: &BinlogPosition,
+) -> Option<u64> {
+    if conn.is_none() {
+        *conn = endpoint.connect().await.ok();
+    }
+    match binlog_files(endpoint, conn.as_mut()?).await {
+        Ok(files) => bytes_behind(&files, position),
+        Err(e) => {
+            debug!(error = %e, "polling the binlog end failed; trying again");
+            *conn = None;
+            None
+        }
     }
 }
 

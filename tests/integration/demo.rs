@@ -45,5 +45,15 @@ fn demo_script_publishes_the_sample_events_on_their_subjects() {
             "{event} missing:\n{stdout}"
         );
     }
+    // The example config serves metrics and readiness; status reads the running connector.
+    assert!(stdout.contains("\nready\n"), "{stdout}");
+    assert!(
+        stdout.contains("binlog_outbox_messages_published_total{stream=\"OUTBOX\"} 4"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stream      OUTBOX: 4 messages"),
+        "{stdout}"
+    );
     assert!(stdout.contains("demo finished"), "{stdout}");
 }
