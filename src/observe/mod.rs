@@ -385,9 +385,10 @@ impl Observer {
         let flag = |b: &AtomicBool| if b.load(Relaxed) { 1.0 } else { 0.0 };
         metrics::gauge!(names::ACKS_IN_FLIGHT).set(self.in_flight.load(Relaxed) as f64);
         metrics::gauge!(names::SOURCE_LAG_SECONDS).set(self.lag_seconds());
-        if let Some(bytes) = self.lag_bytes() {
-            metrics::gauge!(names::SOURCE_LAG_BYTES).set(bytes as f64);
-        }
+        // NaN while unknown (not polled yet, the server down, the checkpoint's file not among
+        // its binlogs): no stale value, and no alert fires on it.
+        metrics::gauge!(names::SOURCE_LAG_BYTES)
+            .set(self.lag_bytes().map_or(f64::NAN, |b| b as f64));
         metrics::gauge!(names::CHECKPOINT_AGE_SECONDS).set(self.checkpoint_age().as_secs_f64());
         metrics::gauge!(names::SOURCE_CONNECTED).set(flag(&self.source_connected));
         metrics::gauge!(names::NATS_CONNECTED).set(flag(&self.nats_connected));
