@@ -70,6 +70,8 @@ pub async fn run_with(
     observer.info(flavor.label());
     let tracker = TaskTracker::new();
     let side_tasks = cancel.child_token();
+    // Also when this future is dropped instead of run to its end (an embedding caller).
+    let _stop_side_tasks = side_tasks.clone().drop_guard();
     if let Some(http) = &config.http {
         let server = serve_http(http, &observer).await?;
         tracker.spawn(server.run(side_tasks.clone()));

@@ -55,8 +55,11 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn redact_one(url: &str) -> String {
+    // async-nats also takes `user:password@host:port` without a scheme.
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return redact_one(&format!("nats://{url}"))
+            .trim_start_matches("nats://")
+            .to_owned();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -131,7 +134,12 @@ impl fmt::Debug for UrlCredentials {
 /// The credentials in `urls`, if any.
 pub fn nats_url_credentials(urls: &str) -> Option<UrlCredentials> {
     urls.split(',').find_map(|one| {
-        let url = url::Url::parse(one.trim()).ok()?;
+        let one = one.trim();
+        let url = match one.contains("://") {
+            true => url::Url::parse(one),
+            false => url::Url::parse(&format!("nats://{one}")),
+        }
+        .ok()?;
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
@@ -167,6 +175,16 @@ mod url_credential_tests {
             Some(UrlCredentials::Token("tok-1".into()))
         );
         assert_eq!(nats_url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            nats_url_credentials("bo:pw@127.0.0.1:4222"),
+            Some(UrlCredentials::UserPassword {
+                user: "bo".into(),
+                password: "pw".into()
+            }),
+            "async-nats takes URLs without a scheme too"
+        );
+        assert_eq!(redact_url("bo:pw@127.0.0.1:4222"), "bo:***@127.0.0.1:4222");
+        assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
         assert_eq!(
             format!("{:?}", nats_url_credentials("nats://u:secret@h")),
             "Some(UserPassword(u, ***))"

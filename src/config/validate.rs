@@ -11,6 +11,8 @@ pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 pub const PROGRESS_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 /// Below a second every slow moment would look wedged.
 pub const MIN_STALL_TIMEOUT_MS: u64 = 1_000;
+/// Heartbeat periods an idle source may stay quiet before it counts as wedged.
+pub const STALL_HEARTBEATS: u64 = 3;
 /// JetStream's duplicate window in whole seconds; a shorter one is not a useful window.
 pub const MIN_DUPLICATE_WINDOW_MS: u64 = 1_000;
 
@@ -45,9 +47,12 @@ impl Config {
                     http.listen
                 ));
             }
-            if http.stall_timeout_ms < MIN_STALL_TIMEOUT_MS {
+            // An idle source proves it is alive only once per heartbeat.
+            let floor = MIN_STALL_TIMEOUT_MS.max(STALL_HEARTBEATS * self.source.heartbeat_ms);
+            if http.stall_timeout_ms < floor {
                 problems.push(format!(
-                    "http.stall_timeout_ms: must be at least {MIN_STALL_TIMEOUT_MS}"
+                    "http.stall_timeout_ms: must be at least {floor} ({MIN_STALL_TIMEOUT_MS}, and {STALL_HEARTBEATS} × source.heartbeat_ms), got {}",
+                    http.stall_timeout_ms
                 ));
             }
         }

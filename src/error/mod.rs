@@ -229,9 +229,23 @@ fn is_certificate_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<Tls>())
         });
+        // Ours refused by the server (missing, untrusted) arrives as an alert.
+        use async_nats::rustls::AlertDescription::*;
         if matches!(
             tls,
-            Some(Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented)
+            Some(
+                Tls::InvalidCertificate(_)
+                    | Tls::NoCertificatesPresented
+                    | Tls::AlertReceived(
+                        CertificateRequired
+                            | BadCertificate
+                            | UnknownCA
+                            | CertificateUnknown
+                            | UnsupportedCertificate
+                            | CertificateRevoked
+                            | CertificateExpired
+                    )
+            )
         ) {
             return true;
         }

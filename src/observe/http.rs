@@ -58,11 +58,25 @@ impl HttpServer {
             info!(%addr, "serving /metrics, /healthz and /readyz");
         }
         let upkeep = upkeep(self.shared.metrics.clone(), cancel.clone());
-        let serve =
-            axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned());
-        let _ = tokio::join!(serve, upkeep);
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(cancel.clone().cancelled_owned());
+        // Requests in progress get a moment to finish; a client that never completes its
+        // request must not keep the process alive.
+        let bounded = async {
+            tokio::select! {
+                _ = serve => {}
+                _ = async {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => {}
+            }
+        };
+        tokio::join!(bounded, upkeep);
     }
 }
+
+/// How long requests in progress may take once the connector stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);

@@ -195,6 +195,8 @@ impl Observer {
 
     pub fn source_disconnected(&self) {
         self.source_connected.store(false, Relaxed);
+        // Not reading: what the server writes meanwhile is lag, whatever the last heartbeat said.
+        self.caught_up.store(false, Relaxed);
     }
 
     /// An event arrived; `header_time` is its header's Unix time (0 for heartbeats).
@@ -252,6 +254,7 @@ impl Observer {
     pub fn publisher_stopped(&self) {
         self.in_flight.store(0, Relaxed);
         self.oldest_unacked_us.store(NEVER, Relaxed);
+        self.caught_up.store(false, Relaxed);
     }
 
     pub fn publish_failed(&self, kind: &'static str) {

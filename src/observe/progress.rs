@@ -13,9 +13,13 @@ use crate::position::BinlogPosition;
 use crate::source::Endpoint;
 use crate::source::backlog::{binlog_files, bytes_behind};
 
-/// Behind by more than this many bytes (or [`BEHIND_SECONDS`]) counts as catching up.
+/// Behind by more than this many bytes (or [`BEHIND_SECONDS`]) counts as catching up; it
+/// counts as caught up again below a quarter of the bytes and half the seconds, so a lag
+/// hovering at the threshold does not alternate the two lines.
 pub const BEHIND_BYTES: u64 = 1024 * 1024;
 pub const BEHIND_SECONDS: f64 = 10.0;
+/// How long the poller's connection may take to close at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_millis(200);
 
 /// Polls the server's binlog end every `interval` until `cancel` fires. `start` is the
 /// position the run resumed from (the lag's base until a checkpoint is saved).
@@ -52,7 +56,8 @@ pub async fn run(
         }
     }
     if let Some(c) = conn {
-        endpoint.close(c).await;
+        // Politely if the server answers at once; a frozen one is not waited for.
+        let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.close(c)).await;
     }
 }
 
@@ -89,6 +94,10 @@ impl Sample {
     fn is_behind(&self) -> bool {
         self.lag_bytes > BEHIND_BYTES || self.lag_seconds > BEHIND_SECONDS
     }
+
+    fn is_caught_up(&self) -> bool {
+        self.lag_bytes <= BEHIND_BYTES / 4 && self.lag_seconds <= BEHIND_SECONDS / 2.0
+    }
 }
 
 /// What a progress line says.
@@ -114,7 +123,11 @@ impl CatchUp {
     pub fn next(&mut self, sample: Sample) -> Option<Line> {
         let previous = self.previous.replace(sample);
         let was_behind = self.behind;
-        self.behind = sample.is_behind();
+        self.behind = if was_behind {
+            !sample.is_caught_up()
+        } else {
+            sample.is_behind()
+        };
         if !self.behind {
             return was_behind.then_some(Line::CaughtUp);
         }
@@ -188,5 +201,23 @@ mod tests {
         );
         assert_eq!(c.next(sample(15, 100_000, 100)), Some(Line::CaughtUp));
         assert_eq!(c.next(sample(20, 100_000, 100)), None);
+    }
+
+    #[test]
+    fn a_lag_hovering_at_the_threshold_does_not_alternate_the_lines() {
+        let t0 = Instant::now();
+        let sample = |s: u64, bytes| Sample {
+            at: t0 + Duration::from_secs(s),
+            acked_events: 0,
+            lag_bytes: bytes,
+            lag_seconds: 0.0,
+        };
+        let catching_up = |line: Option<Line>| matches!(line, Some(Line::CatchingUp { .. }));
+        let mut c = CatchUp::default();
+        assert!(catching_up(c.next(sample(0, BEHIND_BYTES + 1))));
+        assert!(catching_up(c.next(sample(5, BEHIND_BYTES - 1))));
+        assert!(catching_up(c.next(sample(10, BEHIND_BYTES + 1))));
+        assert_eq!(c.next(sample(15, BEHIND_BYTES / 4)), Some(Line::CaughtUp));
+        assert_eq!(c.next(sample(20, BEHIND_BYTES - 1)), None);
     }
 }

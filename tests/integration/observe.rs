@@ -155,7 +155,7 @@ async fn readiness_follows_nats_and_the_database_within_five_seconds_and_recover
 async fn a_publisher_waiting_on_a_frozen_nats_past_the_stall_timeout_is_reported_wedged() {
     let mut env = TestEnv::start("wedged").await;
     // Acks may take 60 s before the publisher gives up; the stall limit is 1 s.
-    let (config, port) = observed_config(&env, 1000, "stall_timeout_ms = 1000\n");
+    let (config, port) = observed_config(&env, 200, "stall_timeout_ms = 1000\n");
     let toml = std::fs::read_to_string(&config)
         .unwrap()
         .replace("ack_timeout_ms = 2000", "ack_timeout_ms = 60000");

@@ -145,3 +145,29 @@ async fn an_idle_outbox_still_advances_the_checkpoint_past_other_tables_writes()
     connector.stop().await.expect("clean shutdown");
     assert_eq!(env.message_count().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_of_other_tables_writes_the_idle_checkpoint_reaches_the_binlog_end() {
+    let env = TestEnv::start("idle_end").await;
+    env.exec("CREATE TABLE other (id INT PRIMARY KEY)").await;
+    let toml = env
+        .config_toml(None)
+        .replace("server_id = 4201\n", "server_id = 4201\nheartbeat_ms = 300\n");
+    let connector = env.start_connector(env.config_from(&toml)).await;
+    // Past the idle interval, so that the burst's first transaction is reported and the
+    // rest (within a second of it) are not: only a heartbeat can report them.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut conn = env.conn().await;
+    for i in 0..20 {
+        mysql_async::prelude::Queryable::query_drop(
+            &mut conn,
+            format!("INSERT INTO other VALUES ({i})"),
+        )
+        .await
+        .unwrap();
+    }
+    let end = wait_for_checkpoint_at_end(&env).await;
+    assert_eq!(checkpoint_position(&env.checkpoint_path()), end);
+    connector.stop().await.expect("clean shutdown");
+    assert_eq!(env.message_count().await, 0);
+}

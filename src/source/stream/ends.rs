@@ -57,6 +57,7 @@ impl BinlogSource {
             || wrote_outbox
             || xa_end
             || self.last_progress.elapsed() >= IDLE_PROGRESS_INTERVAL;
+        self.unreported_boundary = !report;
         let mut messages: Vec<SourceMessage> = rows
             .into_iter()
             .map(|e| SourceMessage::Event(Box::new(e)))
@@ -187,10 +188,21 @@ impl BinlogSource {
         }
     }
 
+    /// At a heartbeat (the server has nothing more to send): the boundary that transactions
+    /// without outbox rows moved since the last report, so that an idle connector's
+    /// checkpoint reaches the binlog's end instead of stopping up to a second before it.
+    pub(super) fn on_heartbeat(&mut self) -> Vec<SourceMessage> {
+        if !self.unreported_boundary || self.tx.is_some() || self.replay_until.is_some() {
+            return Vec::new();
+        }
+        vec![self.checkpoint()]
+    }
+
     /// The acknowledgeable position now: the last boundary, or — while prepared XA
     /// transactions hold rows — the resume point before the earliest one.
     pub(super) fn checkpoint(&mut self) -> SourceMessage {
         self.last_progress = Instant::now();
+        self.unreported_boundary = false;
         let held = self.xa.hold_back();
         let resume = held.unwrap_or(&self.boundary);
         SourceMessage::TransactionEnd(Box::new(Checkpoint {

@@ -107,6 +107,8 @@ pub struct BinlogSource {
     /// before) come first and are skipped, up to the next event with a position.
     skip_inner_events: bool,
     pub(super) last_progress: Instant,
+    /// The boundary moved (transactions without outbox rows) since the last report.
+    pub(super) unreported_boundary: bool,
     warned: HashSet<u8>,
 }
 
@@ -136,6 +138,7 @@ impl BinlogSource {
             rewind: false,
             skip_inner_events: false,
             last_progress: Instant::now(),
+            unreported_boundary: false,
             warned: HashSet::new(),
             settings,
         }
@@ -190,6 +193,8 @@ impl BinlogSource {
                     if tx.send(msg).await.is_err() {
                         return Ok(());
                     }
+                    // Waiting on the publisher is not silence from the server.
+                    self.settings.observer.source_attempt();
                 }
             }
             // A transaction too large to hold commits: read it again from its start and
@@ -377,13 +382,13 @@ impl BinlogSource {
                 position: end.to_string(),
                 message: incident.message().into_owned(),
             }),
-            // Statement context, heartbeats, MySQL GTID bookkeeping, the payload event
+            EventData::HeartbeatEvent => Ok(self.on_heartbeat()),
+            // Statement context, MySQL GTID bookkeeping, the payload event
             // itself (its inner events follow), LOAD DATA's data blocks (the statement
             // follows as EXECUTE_LOAD_QUERY): nothing to publish.
             EventData::IntvarEvent(_)
             | EventData::RandEvent(_)
             | EventData::UserVarEvent(_)
-            | EventData::HeartbeatEvent
             | EventData::IgnorableEvent(_)
             | EventData::RowsQueryEvent(_)
             | EventData::AnonymousGtidEvent(_)
