@@ -103,8 +103,9 @@ fn observe_run(config: &Config, prepared: &Prepared) -> Observer {
                     h.stall_timeout_ms
                 }),
         ),
-        // A heartbeat is due every period; half a period more allows for the server's timing.
-        source_silence: heartbeat + heartbeat / 2,
+        // A heartbeat is due every period; a little more (half a period, at most a second)
+        // allows for the server's timing.
+        source_silence: heartbeat + (heartbeat / 2).min(Duration::from_secs(1)),
     };
     if config.http.is_some() {
         // Before the first metric handle is made: handles made without a recorder stay no-ops.

@@ -150,9 +150,10 @@ async fn an_idle_outbox_still_advances_the_checkpoint_past_other_tables_writes()
 async fn after_a_burst_of_other_tables_writes_the_idle_checkpoint_reaches_the_binlog_end() {
     let env = TestEnv::start("idle_end").await;
     env.exec("CREATE TABLE other (id INT PRIMARY KEY)").await;
-    let toml = env
-        .config_toml(None)
-        .replace("server_id = 4201\n", "server_id = 4201\nheartbeat_ms = 300\n");
+    let toml = env.config_toml(None).replace(
+        "server_id = 4201\n",
+        "server_id = 4201\nheartbeat_ms = 300\n",
+    );
     let connector = env.start_connector(env.config_from(&toml)).await;
     // Past the idle interval, so that the burst's first transaction is reported and the
     // rest (within a second of it) are not: only a heartbeat can report them.
