@@ -7,13 +7,10 @@
 //! [`Config::validate`] then reports every semantic problem at once with its field path.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::position::{BinlogPosition, MariadbGtidList, MysqlGtidSet};
 use crate::route::SubjectTemplate;
 use crate::secret::SecretUrl;
 
@@ -86,65 +83,6 @@ pub struct SourceConfig {
     /// file or a client certificate).
     #[serde(default)]
     pub tls: Option<SourceTlsConfig>,
-}
-
-/// Where to begin reading when no checkpoint exists.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum StartPosition {
-    /// The oldest binlog the server still has.
-    Earliest,
-    /// The server's current end of binlog: only events committed after the start.
-    #[default]
-    Latest,
-    /// An explicit `file:pos`.
-    At(BinlogPosition),
-    /// A MariaDB GTID position, e.g. `0-1-100` or `0-1-100,1-2-7`: start after it.
-    MariadbGtid(MariadbGtidList),
-    /// A MySQL GTID set, e.g. `3e11fa47-71ca-11e1-9e33-c80aa9429562:1-100`: start after it.
-    MysqlGtid(MysqlGtidSet),
-}
-
-impl FromStr for StartPosition {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let starts_with_uuid = s.len() > 36
-            && s.as_bytes()[36] == b':'
-            && s[..36].chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-        let looks_like_mariadb_gtid = !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_digit() || c == '-' || c == ',' || c == ' ');
-        match s {
-            "earliest" => Ok(Self::Earliest),
-            "latest" => Ok(Self::Latest),
-            _ if starts_with_uuid => s.parse().map(Self::MysqlGtid),
-            _ if looks_like_mariadb_gtid => s.parse().map(Self::MariadbGtid),
-            other => other.parse().map(Self::At).map_err(|e| {
-                format!(
-                    "expected \"earliest\", \"latest\", FILE:POS or a GTID position, got {other:?} ({e})"
-                )
-            }),
-        }
-    }
-}
-
-impl fmt::Display for StartPosition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Earliest => f.write_str("earliest"),
-            Self::Latest => f.write_str("latest"),
-            Self::At(p) => p.fmt(f),
-            Self::MariadbGtid(g) => g.fmt(f),
-            Self::MysqlGtid(g) => g.fmt(f),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for StartPosition {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// One outbox table and how its rows become messages.
@@ -320,24 +258,6 @@ pub struct FileCheckpointConfig {
 /// The store used when `[checkpoint]` names none.
 pub const DEFAULT_CHECKPOINT_STORE: &str = "file";
 
-/// `[http]`: Prometheus metrics, liveness and readiness.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// `host:port` to listen on, e.g. `127.0.0.1:9187` (port 0: any free port).
-    pub listen: String,
-    /// A stage that has work and makes no progress for this long makes `/healthz` answer 503.
-    #[serde(default = "default_stall_timeout_ms")]
-    pub stall_timeout_ms: u64,
-}
-
-impl HttpConfig {
-    /// The listen address (validated at load).
-    pub fn address(&self) -> Option<std::net::SocketAddr> {
-        self.listen.parse().ok()
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -376,9 +296,6 @@ fn default_heartbeat_ms() -> u64 {
 }
 fn default_progress_interval_ms() -> u64 {
     DEFAULT_PROGRESS_INTERVAL_MS
-}
-fn default_stall_timeout_ms() -> u64 {
-    DEFAULT_STALL_TIMEOUT_MS
 }
 fn default_shutdown_timeout_ms() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT_MS
@@ -473,10 +390,14 @@ impl Config {
     }
 }
 
+mod http;
+mod start;
 #[cfg(test)]
 mod tests;
 mod tls;
 mod validate;
 
+pub use http::HttpConfig;
+pub use start::StartPosition;
 pub use tls::{NatsTlsConfig, SourceTlsConfig, SourceTlsMode};
 pub use validate::{HEARTBEAT_MS, MIN_DUPLICATE_WINDOW_MS};

@@ -1,5 +1,6 @@
 //! Loading and validating configurations.
 use super::*;
+use crate::position::BinlogPosition;
 
 const MINIMAL: &str = r#"
     [source]
