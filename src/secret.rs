@@ -157,6 +157,26 @@ pub fn nats_url_credentials(urls: &str) -> Option<UrlCredentials> {
     })
 }
 
+/// `urls` with the credentials taken out of each (they are passed to the client apart).
+pub fn without_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|one| {
+            let one = one.trim();
+            let Some(at) = one.rfind('@') else {
+                return one.to_owned();
+            };
+            match one.split_once("://") {
+                Some((scheme, rest)) if rest.len() > one.len() - at - 1 => {
+                    format!("{scheme}://{}", &one[at + 1..])
+                }
+                Some(_) => one.to_owned(),
+                None => one[at + 1..].to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod url_credential_tests {
     use super::*;
@@ -185,6 +205,10 @@ mod url_credential_tests {
         );
         assert_eq!(redact_url("bo:pw@127.0.0.1:4222"), "bo:***@127.0.0.1:4222");
         assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
+        assert_eq!(
+            without_credentials("nats://bo:p%40w@a:4222, tls://tok@b:4222,c:4222,u:p@d:1"),
+            "nats://a:4222,tls://b:4222,c:4222,d:1"
+        );
         assert_eq!(
             format!("{:?}", nats_url_credentials("nats://u:secret@h")),
             "Some(UserPassword(u, ***))"

@@ -111,7 +111,9 @@ impl Publisher {
         let options = with_credentials(options, config).await?;
         let client = tokio::time::timeout(
             Duration::from_millis(config.connect_timeout_ms),
-            options.connect(config.url.expose()),
+            // The credentials went into `options`; the client (and its debug logs) gets the
+            // addresses only.
+            options.connect(crate::secret::without_credentials(config.url.expose())),
         )
         .await
         .map_err(|_| {
