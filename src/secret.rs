@@ -55,25 +55,48 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn redact_one(url: &str) -> String {
-    // async-nats also takes `user:password@host:port` without a scheme.
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return redact_one(&format!("nats://{url}"))
-            .trim_start_matches("nats://")
-            .to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+    let Some(parts) = userinfo_of(url) else {
         return url.to_owned();
     };
-    let token_scheme = ["nats", "tls", "ws", "wss"]
-        .iter()
-        .any(|s| scheme.trim().eq_ignore_ascii_case(s));
+    // async-nats also takes `user:password@host:port` without a scheme.
+    let scheme = parts.prefix.trim().trim_end_matches("://");
+    let token_scheme = scheme.is_empty()
+        || ["nats", "tls", "ws", "wss"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s));
+    let Userinfo {
+        prefix,
+        userinfo,
+        rest,
+    } = parts;
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        None if token_scheme => format!("{scheme}://***@{host}{tail}"),
+        Some((user, _password)) => format!("{prefix}{user}:***@{rest}"),
+        None if token_scheme => format!("{prefix}***@{rest}"),
         None => url.to_owned(),
     }
+}
+
+/// One URL cut around its credentials.
+struct Userinfo<'a> {
+    /// `scheme://`, or nothing for a URL without a scheme.
+    prefix: &'a str,
+    /// What stands before the authority's last `@`.
+    userinfo: &'a str,
+    /// The host, port and whatever follows.
+    rest: &'a str,
+}
+
+/// The credentials part of `url`, if it has one.
+fn userinfo_of(url: &str) -> Option<Userinfo<'_>> {
+    let prefix_len = url.find("://").map_or(0, |i| i + 3);
+    let after = &url[prefix_len..];
+    let authority_end = after.find(['/', '?']).unwrap_or(after.len());
+    let at = after[..authority_end].rfind('@')?;
+    Some(Userinfo {
+        prefix: &url[..prefix_len],
+        userinfo: &after[..at],
+        rest: &after[at + 1..],
+    })
 }
 
 #[cfg(test)]
@@ -133,25 +156,19 @@ impl fmt::Debug for UrlCredentials {
 
 /// The credentials in `urls`, if any.
 pub fn nats_url_credentials(urls: &str) -> Option<UrlCredentials> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     urls.split(',').find_map(|one| {
-        let one = one.trim();
-        let url = match one.contains("://") {
-            true => url::Url::parse(one),
-            false => url::Url::parse(&format!("nats://{one}")),
-        }
-        .ok()?;
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let user = decode(url.username());
-        match url.password() {
-            Some(password) => Some(UrlCredentials::UserPassword {
-                user,
+        let userinfo = userinfo_of(one.trim())?.userinfo;
+        match userinfo.split_once(':') {
+            Some((user, password)) => Some(UrlCredentials::UserPassword {
+                user: decode(user),
                 password: decode(password),
             }),
-            None if !user.is_empty() => Some(UrlCredentials::Token(user)),
+            None if !userinfo.is_empty() => Some(UrlCredentials::Token(decode(userinfo))),
             None => None,
         }
     })
@@ -162,15 +179,9 @@ pub fn without_credentials(urls: &str) -> String {
     urls.split(',')
         .map(|one| {
             let one = one.trim();
-            let Some(at) = one.rfind('@') else {
-                return one.to_owned();
-            };
-            match one.split_once("://") {
-                Some((scheme, rest)) if rest.len() > one.len() - at - 1 => {
-                    format!("{scheme}://{}", &one[at + 1..])
-                }
-                Some(_) => one.to_owned(),
-                None => one[at + 1..].to_owned(),
+            match userinfo_of(one) {
+                Some(parts) => format!("{}{}", parts.prefix, parts.rest),
+                None => one.to_owned(),
             }
         })
         .collect::<Vec<_>>()

@@ -32,8 +32,9 @@ pub const MAX_ACK_WINDOW: usize = 4000;
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
 /// Connecting to either server gives up after this long (then the retry policy applies).
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// Heartbeats every 3 s: a frozen server makes the connector not ready within 4 s and is
-/// reconnected after 6 s (every query's limit too), at negligible cost.
+/// Heartbeats every 3 s: by the readiness allowance (a period plus at most a second) a frozen
+/// server makes the connector not ready after 4 s; it is reconnected after two periods
+/// (6 s, also every query's limit). Negligible cost.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 3_000;
 /// Catch-up progress (and the binlog end for the lag in bytes) every 5 s.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;

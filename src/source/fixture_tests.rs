@@ -95,18 +95,7 @@ async fn replay_from(
             Arc::new(OutboxTable::from_config(&config).unwrap())
         })
         .collect();
-    let settings = SourceSettings {
-        endpoint: Endpoint {
-            opts: Opts::from_url("mysql://nobody@127.0.0.1:9").unwrap(),
-            connect_timeout: Duration::from_millis(100),
-            io_timeout: Duration::from_millis(100),
-        },
-        server_id: 4201,
-        tables,
-        flavor: flavor::Flavor::from_version("8.0.36"),
-        heartbeat: Duration::from_secs(5),
-        observer: crate::observe::Observer::unobserved(),
-    };
+    let settings = offline_settings(tables);
     let start = Checkpoint {
         gtid_set,
         ..Checkpoint::new(BinlogPosition::new("fixture.000001", 4), None)
@@ -431,18 +420,7 @@ async fn a_resume_at_a_compressed_payload_mark_skips_its_inner_events() {
         },
         ..OutboxTableConfig::new("test.tb1", "t.{aggregatetype}")
     };
-    let settings = SourceSettings {
-        endpoint: Endpoint {
-            opts: Opts::from_url("mysql://nobody@127.0.0.1:9").unwrap(),
-            connect_timeout: Duration::from_millis(100),
-            io_timeout: Duration::from_millis(100),
-        },
-        server_id: 4201,
-        tables: vec![Arc::new(OutboxTable::from_config(&config).unwrap())],
-        flavor: flavor::Flavor::from_version("8.0.36"),
-        heartbeat: Duration::from_secs(5),
-        observer: crate::observe::Observer::unobserved(),
-    };
+    let settings = offline_settings(vec![Arc::new(OutboxTable::from_config(&config).unwrap())]);
     let start = Checkpoint::new(BinlogPosition::new("fixture.000001", 431), None);
     let mut source = BinlogSource::new(settings, &start);
     source.last_progress = std::time::Instant::now() - IDLE_PROGRESS_INTERVAL * 2;
@@ -474,4 +452,21 @@ async fn a_resume_at_a_compressed_payload_mark_skips_its_inner_events() {
     }
     assert!(inner_events > 0);
     assert!(out.is_empty(), "handled again: {out:?}");
+}
+
+/// Source settings for replaying files: a MySQL 8.0 flavor and an endpoint nothing listens
+/// on (the replay never connects).
+fn offline_settings(tables: Vec<Arc<OutboxTable>>) -> SourceSettings {
+    SourceSettings {
+        endpoint: Endpoint {
+            opts: Opts::from_url("mysql://nobody@127.0.0.1:9").unwrap(),
+            connect_timeout: Duration::from_millis(100),
+            io_timeout: Duration::from_millis(100),
+        },
+        server_id: 4201,
+        tables,
+        flavor: flavor::Flavor::from_version("8.0.36"),
+        heartbeat: Duration::from_secs(5),
+        observer: crate::observe::Observer::unobserved(),
+    }
 }
