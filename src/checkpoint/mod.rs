@@ -8,14 +8,18 @@
 //! parse: a corrupt record is an error, not "no checkpoint" (which would silently restart
 //! from `source.start`).
 //!
-//! [`open`] gives the store the configuration names (`[checkpoint] store = "file"` today) for
-//! a running connector; that store is exclusive: a second connector on the same checkpoint
-//! fails with [`CheckpointError::Locked`].
+//! [`open`] gives the store the configuration names (`[checkpoint] store = "file"` or
+//! `"nats"`) for a running connector. The file store is exclusive: a second connector on the
+//! same checkpoint fails with [`CheckpointError::Locked`]. The NATS store is shared by the
+//! instances of one connector and fenced by revision ([`CheckpointError::Fenced`]).
 
 mod file;
+mod nats;
+pub mod record;
 pub mod writer;
 
 pub use file::{FileCheckpointStore, read_file};
+pub use nats::{NatsCheckpointStore, open_bucket};
 pub use writer::CheckpointWriter;
 
 use std::sync::Arc;
@@ -108,6 +112,23 @@ pub enum CheckpointError {
         oldest: u32,
         newest: u32,
     },
+    #[error(
+        "{store} was written by another instance (revision {found}, this instance last wrote {expected}); this instance is no longer the one that may move it"
+    )]
+    Fenced {
+        store: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("not writing {store}: this instance's leader lease ran out")]
+    LeaseExpired { store: String },
+    #[error("cannot {action} {store}")]
+    Unavailable {
+        action: &'static str,
+        store: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl CheckpointError {
@@ -118,7 +139,20 @@ impl CheckpointError {
             Self::Corrupt { .. } => "checkpoint_corrupt",
             Self::Locked { .. } => "checkpoint_locked",
             Self::Version { .. } => "checkpoint_version",
+            Self::Fenced { .. } => "checkpoint_fenced",
+            Self::LeaseExpired { .. } => "lease_expired",
+            Self::Unavailable { .. } => "checkpoint_unavailable",
         }
+    }
+
+    /// Whether the write failed because this instance is no longer the leader.
+    pub fn is_deposed(&self) -> bool {
+        matches!(self, Self::Fenced { .. } | Self::LeaseExpired { .. })
+    }
+
+    /// Whether trying again may succeed (a store that did not answer).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }
 
@@ -136,16 +170,42 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// Opens the configured store for a running connector, taking its single-instance lock.
-pub fn open(config: &CheckpointConfig) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
+/// Opens the configured store for a running connector. The file store takes its
+/// single-instance lock; the NATS store (on `js`, required for it) is fenced by revision
+/// instead: the instance that loaded and saved last is the only one whose writes succeed.
+pub async fn open(
+    config: &CheckpointConfig,
+    js: Option<&async_nats::jetstream::Context>,
+) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
     match config {
         CheckpointConfig::File(file) => Ok(Arc::new(FileCheckpointStore::lock(&file.path)?)),
+        CheckpointConfig::Nats(nats) => {
+            let js = js.expect("a NATS connection for the NATS checkpoint store");
+            Ok(Arc::new(NatsCheckpointStore::open(js, nats).await?))
+        }
     }
 }
 
-/// Opens the configured store to look at it (`check`), without the lock.
-pub fn open_unlocked(config: &CheckpointConfig) -> Arc<dyn CheckpointStore> {
-    match config {
-        CheckpointConfig::File(file) => Arc::new(FileCheckpointStore::new(&file.path)),
+/// Opens the configured store to look at it (`check`, `status`), without the lock; the
+/// NATS store on a connection of its own.
+pub async fn open_unlocked(
+    config: &crate::config::Config,
+) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
+    match &config.checkpoint {
+        CheckpointConfig::File(file) => Ok(Arc::new(FileCheckpointStore::new(&file.path))),
+        CheckpointConfig::Nats(nats) => {
+            let client = crate::publish::connect_client(&config.nats, "binlog-outbox status", None)
+                .await
+                .map_err(|e| CheckpointError::Unavailable {
+                    action: "connect to NATS for",
+                    store: format!(
+                        "checkpoint key {:?} in NATS KV bucket {}",
+                        nats.key, nats.bucket
+                    ),
+                    source: Box::new(e),
+                })?;
+            let js = async_nats::jetstream::new(client);
+            Ok(Arc::new(NatsCheckpointStore::open(&js, nats).await?))
+        }
     }
 }

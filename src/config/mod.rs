@@ -58,6 +58,9 @@ pub struct Config {
     /// The metrics and health endpoint; off when absent.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Several instances with a leader lease; off when absent.
+    #[serde(default)]
+    pub ha: Option<HaConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +217,10 @@ pub struct NatsConfig {
     /// Create the stream when it does not exist (otherwise refuse to start).
     #[serde(default = "default_true")]
     pub create_stream: bool,
+    /// Replicas of a stream this connector creates: 3 on a JetStream cluster, so that it
+    /// survives losing a server.
+    #[serde(default = "default_stream_replicas")]
+    pub stream_replicas: usize,
     /// Duplicate window of a stream this connector creates.
     #[serde(default = "default_duplicate_window_ms")]
     pub duplicate_window_ms: u64,
@@ -239,26 +246,6 @@ pub struct NatsConfig {
     pub tls: Option<NatsTlsConfig>,
 }
 
-/// Where the checkpoint is kept, chosen by `store` (`"file"` when not given).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "store", rename_all = "snake_case")]
-pub enum CheckpointConfig {
-    /// A local file, replaced atomically; a lock file beside it keeps a second connector out.
-    File(FileCheckpointConfig),
-}
-
-/// `[checkpoint] store = "file"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileCheckpointConfig {
-    /// File holding the last acknowledged transaction end. Its directory must exist or be
-    /// creatable.
-    pub path: PathBuf,
-}
-
-/// The store used when `[checkpoint]` names none.
-pub const DEFAULT_CHECKPOINT_STORE: &str = "file";
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
@@ -279,6 +266,9 @@ fn default_subject() -> String {
 }
 fn default_true() -> bool {
     true
+}
+fn default_stream_replicas() -> usize {
+    1
 }
 fn default_duplicate_window_ms() -> u64 {
     DEFAULT_DUPLICATE_WINDOW_MS
@@ -391,6 +381,7 @@ impl Config {
     }
 }
 
+mod checkpoint;
 mod http;
 mod start;
 #[cfg(test)]
@@ -398,6 +389,10 @@ mod tests;
 mod tls;
 mod validate;
 
+pub use checkpoint::{
+    CheckpointConfig, DEFAULT_CHECKPOINT_BUCKET, DEFAULT_CHECKPOINT_STORE, DEFAULT_LEASE_BUCKET,
+    DEFAULT_LEASE_MS, FileCheckpointConfig, HaConfig, NatsCheckpointConfig,
+};
 pub use http::HttpConfig;
 pub use start::StartPosition;
 pub use tls::{NatsTlsConfig, SourceTlsConfig, SourceTlsMode};

@@ -34,12 +34,7 @@ impl Config {
         }
         problems.extend(self.overlapping_streams());
         self.validate_nats(&mut problems);
-        match &self.checkpoint {
-            CheckpointConfig::File(file) if file.path.as_os_str().is_empty() => {
-                problems.push("checkpoint.path: must not be empty".into());
-            }
-            CheckpointConfig::File(_) => {}
-        }
+        self.validate_checkpoint(&mut problems);
         if let Some(http) = &self.http {
             if http.address().is_none() {
                 problems.push(format!(
@@ -114,6 +109,12 @@ impl Config {
             problems.push(format!(
                 "nats.duplicate_window_ms: must be at least {MIN_DUPLICATE_WINDOW_MS}, got {}",
                 nats.duplicate_window_ms
+            ));
+        }
+        if !(1..=5).contains(&nats.stream_replicas) {
+            problems.push(format!(
+                "nats.stream_replicas: must be between 1 and 5 (JetStream's limit), got {}",
+                nats.stream_replicas
             ));
         }
         positive("nats.ack_timeout_ms", nats.ack_timeout_ms, problems);

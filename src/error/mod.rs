@@ -14,6 +14,7 @@ pub use source::{SourceError, is_access_denied};
 
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
+use crate::ha::HaError;
 use crate::source::preflight::Check;
 
 /// MySQL/MariaDB error codes the connector treats specially.
@@ -53,6 +54,8 @@ pub enum Error {
     Publish(Box<PublishError>),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Ha(#[from] HaError),
 }
 
 impl From<ConfigError> for Error {
@@ -82,6 +85,17 @@ impl Error {
             Error::Checkpoint(e) => e.kind(),
             Error::Source(e) => e.kind(),
             Error::Publish(e) => e.kind(),
+            Error::Ha(HaError::Bucket { .. }) => "lease_bucket",
+            Error::Ha(HaError::LeaseMismatch { .. }) => "lease_mismatch",
+        }
+    }
+
+    /// Whether this instance failed because another one leads now (under `[ha]`).
+    pub fn is_deposed(&self) -> bool {
+        match self {
+            Error::Checkpoint(e) => e.is_deposed(),
+            Error::Publish(e) => matches!(**e, PublishError::LeaseExpired { .. }),
+            _ => false,
         }
     }
 
@@ -100,11 +114,18 @@ impl Error {
             Error::Preflight { .. } => Policy::Fatal {
                 hint: "fix the failed checks (run `binlog-outbox check`) and start again",
             },
+            Error::Checkpoint(e) if e.is_transient() => Policy::Retry,
+            Error::Checkpoint(CheckpointError::Fenced { .. }) => Policy::Fatal {
+                hint: "another instance took over this checkpoint; run one instance per checkpoint key, or several with [ha] enabled",
+            },
             Error::Checkpoint(_) => Policy::Fatal {
                 hint: "the checkpoint cannot be trusted or written; see the message",
             },
             Error::Source(e) => source_policy(e),
             Error::Publish(e) => publish_policy(e),
+            Error::Ha(_) => Policy::Fatal {
+                hint: "check that NATS runs with JetStream and fix [ha] (see the message)",
+            },
         }
     }
 }
@@ -196,7 +217,9 @@ fn publish_policy(error: &PublishError) -> Policy {
         | Ack { .. }
         | Overtaken { .. }
         | Refused { .. }
-        | StreamUnavailable { .. } => return Policy::Retry,
+        | StreamUnavailable { .. }
+        // The leader's term ends meanwhile (see crate::ha); the attempt is not retried then.
+        | LeaseExpired { .. } => return Policy::Retry,
         StreamMissing { .. }
         | StreamNotCovering { .. }
         | NoDuplicateWindow { .. }

@@ -46,6 +46,8 @@ pub enum PublishError {
         #[source]
         source: NatsCause,
     },
+    #[error("not publishing event {id}: this instance's leader lease ran out")]
+    LeaseExpired { id: String },
     #[error("cannot publish event {id} to {subject}")]
     Send {
         id: String,
@@ -104,6 +106,7 @@ impl PublishError {
             Self::Overtaken { .. } => "publish_overtaken",
             Self::Refused { .. } => "publish_refused",
             Self::Ack { .. } => "publish_ack",
+            Self::LeaseExpired { .. } => "lease_expired",
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Observer {
     lag_bytes: AtomicU64,
     sessions: AtomicU64,
     nats_connections: AtomicU64,
+    /// Under `[ha]`, while another instance holds the lease.
+    standing_by: AtomicBool,
     events_read: HashMap<Arc<str>, Counter>,
     published: HashMap<Arc<str>, (Counter, Counter)>,
     commit_to_ack: Histogram,
@@ -155,6 +157,7 @@ impl Observer {
             lag_bytes: AtomicU64::new(NEVER),
             sessions: AtomicU64::new(0),
             nats_connections: AtomicU64::new(0),
+            standing_by: AtomicBool::new(false),
             events_read,
             published,
             commit_to_ack: metrics::histogram!(names::COMMIT_TO_ACK_SECONDS),
@@ -175,6 +178,13 @@ impl Observer {
     /// Labels the process with its version and the source's flavor.
     pub fn info(&self, flavor: &str) {
         metrics::gauge!(names::INFO, label::VERSION => env!("CARGO_PKG_VERSION"), label::FLAVOR => flavor.to_owned()).set(1.0);
+    }
+
+    // --- the lease ---
+
+    /// Under `[ha]`: this instance stands by (`true`) or leads (`false`).
+    pub fn standing_by(&self, standing_by: bool) {
+        self.standing_by.store(standing_by, Relaxed);
     }
 
     // --- the source ---
@@ -367,6 +377,9 @@ impl Observer {
 
     /// Why the connector is not ready to do its work. `None`: ready.
     pub fn not_ready(&self) -> Option<String> {
+        if self.standing_by.load(Relaxed) {
+            return Some("standing by: another instance holds the leader lease".into());
+        }
         if !self.source_connected.load(Relaxed) {
             return Some("binlog stream not connected".into());
         }
@@ -395,6 +408,7 @@ impl Observer {
         metrics::gauge!(names::CHECKPOINT_AGE_SECONDS).set(self.checkpoint_age().as_secs_f64());
         metrics::gauge!(names::SOURCE_CONNECTED).set(flag(&self.source_connected));
         metrics::gauge!(names::NATS_CONNECTED).set(flag(&self.nats_connected));
+        metrics::gauge!(names::LEADER).set(1.0 - flag(&self.standing_by));
     }
 }
 

@@ -18,6 +18,7 @@ pub const NATS_CONNECTED: &str = "binlog_outbox_nats_connected";
 pub const RECONNECTS: &str = "binlog_outbox_reconnects_total";
 pub const COMMIT_TO_ACK_SECONDS: &str = "binlog_outbox_commit_to_ack_seconds";
 pub const INFO: &str = "binlog_outbox_info";
+pub const LEADER: &str = "binlog_outbox_leader";
 
 /// Label keys.
 pub mod label {
@@ -38,7 +39,7 @@ pub const COMMIT_TO_ACK_BUCKETS: [f64; 16] = [
 ];
 
 /// Every metric with its help text, for `describe` and for the docs test.
-pub const ALL: [(&str, &str); 14] = [
+pub const ALL: [(&str, &str); 15] = [
     (EVENTS_READ, "Outbox rows read from the binlog, by table."),
     (
         MESSAGES_PUBLISHED,
@@ -79,6 +80,10 @@ pub const ALL: [(&str, &str); 14] = [
     (
         INFO,
         "Build and source server: version and flavor labels, value 1.",
+    ),
+    (
+        LEADER,
+        "1 while this instance reads and publishes (always, without [ha]); 0 while it stands by.",
     ),
 ];
 

@@ -63,6 +63,50 @@ pub struct Publisher {
     known_duplicates: Mutex<HashSet<String>>,
 }
 
+/// A NATS connection with the `[nats]` settings (addresses, credentials, TLS, timeout),
+/// named `name`; `observer`, when given, follows its state (down, up again).
+pub async fn connect_client(
+    config: &NatsConfig,
+    name: &str,
+    observer: Option<Arc<Observer>>,
+) -> Result<async_nats::Client, PublishError> {
+    let connect_err = |source| PublishError::Connect {
+        url: config.url.redacted(),
+        source,
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
+    if let Some(events) = observer {
+        options = options.event_callback(move |event| {
+            let events = Arc::clone(&events);
+            async move {
+                match event {
+                    async_nats::Event::Connected => events.nats_connection(true),
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        events.nats_connection(false)
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let options = with_credentials(options, config).await?;
+    tokio::time::timeout(
+        Duration::from_millis(config.connect_timeout_ms),
+        // The credentials went into `options`; the client (and its debug logs) gets the
+        // addresses only.
+        options.connect(crate::secret::without_credentials(config.url.expose())),
+    )
+    .await
+    .map_err(|_| {
+        connect_err(async_nats::ConnectError::new(
+            async_nats::ConnectErrorKind::TimedOut,
+        ))
+    })?
+    .map_err(connect_err)
+}
+
 /// Bound on [`Publisher::known_duplicates`]; only outbox ids that really repeat stay in it.
 const MAX_KNOWN_DUPLICATES: usize = 100_000;
 
@@ -88,40 +132,7 @@ impl Publisher {
         config: &NatsConfig,
         observer: Arc<Observer>,
     ) -> Result<Self, PublishError> {
-        let connect_err = |source| PublishError::Connect {
-            url: config.url.redacted(),
-            source,
-        };
-        let events = Arc::clone(&observer);
-        let options = async_nats::ConnectOptions::new()
-            .event_callback(move |event| {
-                let events = Arc::clone(&events);
-                async move {
-                    match event {
-                        async_nats::Event::Connected => events.nats_connection(true),
-                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
-                            events.nats_connection(false)
-                        }
-                        _ => {}
-                    }
-                }
-            })
-            .name("binlog-outbox")
-            .connection_timeout(Duration::from_millis(config.connect_timeout_ms));
-        let options = with_credentials(options, config).await?;
-        let client = tokio::time::timeout(
-            Duration::from_millis(config.connect_timeout_ms),
-            // The credentials went into `options`; the client (and its debug logs) gets the
-            // addresses only.
-            options.connect(crate::secret::without_credentials(config.url.expose())),
-        )
-        .await
-        .map_err(|_| {
-            connect_err(async_nats::ConnectError::new(
-                async_nats::ConnectErrorKind::TimedOut,
-            ))
-        })?
-        .map_err(connect_err)?;
+        let client = connect_client(config, "binlog-outbox", Some(Arc::clone(&observer))).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(config.ack_timeout_ms))
             .max_ack_inflight(crate::config::MAX_ACK_WINDOW + 500)

@@ -150,6 +150,7 @@ impl Publisher {
             subjects: filters.to_vec(),
             storage: StorageType::File,
             duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
+            num_replicas: self.config.stream_replicas,
             ..Default::default()
         };
         match self.js.create_stream(config).await {

@@ -20,6 +20,7 @@ use super::{Completion, OutgoingMessage, Publisher, StoredThrough};
 use crate::checkpoint::Checkpoint;
 use crate::config::BadRowPolicy;
 use crate::error::PublishError;
+use crate::ha::LeaseClock;
 use crate::observe::Observer;
 use crate::source::SourceMessage;
 
@@ -31,6 +32,8 @@ pub struct AckWindow<'a> {
     /// The source server's identity, stamped on every message.
     source: Option<String>,
     observer: Option<Arc<Observer>>,
+    /// The leader's deadline under `[ha]`: nothing is published after it.
+    lease: Option<Arc<LeaseClock>>,
 }
 
 impl<'a> AckWindow<'a> {
@@ -44,7 +47,14 @@ impl<'a> AckWindow<'a> {
             stored,
             source,
             observer: None,
+            lease: None,
         }
+    }
+
+    /// Publishes only while `lease` is valid.
+    pub fn leading_until(mut self, lease: Option<Arc<LeaseClock>>) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Reports publishes and acks to `observer`.
@@ -106,6 +116,9 @@ impl<'a> AckWindow<'a> {
                         let duplicate = publisher.is_known_duplicate(&message.id);
                         let expected_last = chain.next(&message.stream, &message.id, duplicate);
                         let committed_us = message.committed_us;
+                        if self.lease.as_ref().is_some_and(|lease| !lease.is_valid()) {
+                            return Err(PublishError::LeaseExpired { id: message.id });
+                        }
                         in_flight.push_back(publisher.publish(message, expected_last).await?);
                         waiting.push_back(committed_us);
                         if let Some(o) = &observer {

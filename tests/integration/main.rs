@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_rows;
+mod cluster;
 mod crash;
 mod crash_paths;
 mod delivery;
@@ -13,6 +14,7 @@ mod demo;
 mod errors;
 mod filtering;
 mod gtid;
+mod ha;
 mod history;
 mod large;
 mod multi_table;

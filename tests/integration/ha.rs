@@ -1,0 +1,242 @@
+//! High availability on a current nats-server: the checkpoint in NATS KV, two instances with a
+//! leader lease, and what happens to the leader when it dies, freezes or is stopped.
+
+use std::time::{Duration, Instant};
+
+use binlog_outbox::checkpoint::{CheckpointError, CheckpointStore, NatsCheckpointStore};
+use binlog_outbox::config::NatsCheckpointConfig;
+use binlog_outbox::error::Error;
+
+use crate::support::http::{get, sample};
+use crate::support::servers::free_port;
+use crate::support::*;
+
+const LEASE_MS: u64 = 2_000;
+
+/// The test's connector config with the checkpoint in NATS KV under `key`; `ha`: the `[ha]`
+/// section's body (none when empty); `http_port`: an `[http]` endpoint.
+fn kv_config(env: &TestEnv, key: &str, ha: &str, http_port: Option<u16>) -> String {
+    let base = env.config_toml(None);
+    let at = base.find("[checkpoint]").expect("a checkpoint section");
+    let mut toml = format!(
+        "{}[checkpoint]\nstore = \"nats\"\nkey = \"{key}\"\n",
+        &base[..at]
+    );
+    if !ha.is_empty() {
+        toml.push_str(&format!("\n[ha]\nenabled = true\n{ha}\n"));
+    }
+    if let Some(port) = http_port {
+        toml.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    }
+    toml
+}
+
+/// Two instances' configs (each its own name and HTTP port).
+fn instance_config(env: &TestEnv, name: &str, port: u16) -> std::path::PathBuf {
+    let ha = format!("lease_ms = {LEASE_MS}\ninstance = \"{name}\"");
+    env.write_config(
+        &format!("{name}.toml"),
+        &kv_config(env, "shop", &ha, Some(port)),
+    )
+}
+
+async fn nats_store(env: &TestEnv, key: &str) -> NatsCheckpointStore {
+    let config = NatsCheckpointConfig {
+        bucket: binlog_outbox::config::DEFAULT_CHECKPOINT_BUCKET.into(),
+        key: key.into(),
+        replicas: 1,
+    };
+    NatsCheckpointStore::open(&env.jetstream().await, &config)
+        .await
+        .unwrap()
+}
+
+async fn wait_ready(port: u16, ready: bool) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some((status, body)) = get(port, "/readyz")
+            && (status == 200) == ready
+        {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/readyz never became {}",
+            if ready { "ready" } else { "not ready" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages an instance sent that JetStream acknowledged: stored or dropped as duplicates.
+fn published(port: u16) -> f64 {
+    let text = get(port, "/metrics").map(|(_, t)| t).unwrap_or_default();
+    let stream = "stream=\"OUTBOX_HA_FROZEN\"";
+    [
+        "binlog_outbox_messages_published_total",
+        "binlog_outbox_publish_duplicates_total",
+    ]
+    .iter()
+    .map(|name| sample(&text, name, stream).unwrap_or(0.0))
+    .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_store_resumes_exactly_and_fences_an_instance_that_was_overtaken() {
+    let Some(env) = TestEnv::start_on_new_nats("ha_store").await else {
+        return;
+    };
+    let config = env.config_from(&kv_config(&env, "ha_store", "", None));
+    let first = InProcess::start(config.clone());
+    let store = nats_store(&env, "ha_store").await;
+    let start = Instant::now();
+    while store.load().await.unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no checkpoint saved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = events(1, 40, 4);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..20], true).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    first.stop().await.unwrap();
+    let saved = store
+        .load()
+        .await
+        .unwrap()
+        .expect("the checkpoint is in the bucket");
+    assert_eq!(saved.position, master_position(&env).await);
+
+    // A second instance on the same key takes over the checkpoint (its start writes it);
+    // the first one's next write fails, and stops it.
+    let overtaken = InProcess::start(config.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = InProcess::start(config);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    insert_tx(&mut conn, &e[20..], false).await;
+    let err = overtaken.failure().await;
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Fenced { .. })),
+        "{err}"
+    );
+    env.wait_for_count(40, Duration::from_secs(30)).await;
+    second.stop().await.unwrap();
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_under_load_the_standby_takes_over_within_the_lease() {
+    let Some(env) = TestEnv::start_on_new_nats("ha_kill").await else {
+        return;
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
+    let a = Binary::start(&instance_config(&env, "a", port_a), &log_a);
+    wait_ready(port_a, true).await;
+    let b = Binary::start(&instance_config(&env, "b", port_b), &log_b);
+    let why = wait_ready(port_b, false).await;
+    assert!(why.contains("standing by"), "{why}");
+
+    let all = events(1, 3_000, 20);
+    let writer = spawn_writer(&env, &all, 10, Duration::from_millis(2));
+    env.wait_for_count(600, Duration::from_secs(30)).await;
+    let killed = Instant::now();
+    a.kill9();
+    wait_for_log(&log_b, "acquired the leader lease", 1).await;
+    let took_over = killed.elapsed();
+    let before = env.message_count().await;
+    writer.await.unwrap();
+    env.wait_for_count(all.len() as u64, Duration::from_secs(60))
+        .await;
+    assert!(
+        took_over < Duration::from_millis(LEASE_MS) + Duration::from_secs(5),
+        "took over after {took_over:?}"
+    );
+    assert!(
+        before < all.len() as u64,
+        "the standby published part of it"
+    );
+    wait_ready(port_b, true).await;
+    assert!(b.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_thawed_after_the_takeover_publishes_nothing_and_stands_by() {
+    let Some(env) = TestEnv::start_on_new_nats("ha_frozen").await else {
+        return;
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
+    let a = Binary::start(&instance_config(&env, "a", port_a), &log_a);
+    wait_ready(port_a, true).await;
+    let b = Binary::start(&instance_config(&env, "b", port_b), &log_b);
+    wait_ready(port_b, false).await;
+    let e = events(1, 300, 10);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..100], true).await;
+    env.wait_for_count(100, Duration::from_secs(30)).await;
+    let published_by_a = published(port_a);
+    assert_eq!(published_by_a, 100.0);
+
+    a.signal("-STOP");
+    // Rows committed while the leader is frozen: the standby must publish them.
+    insert_tx(&mut conn, &e[100..200], false).await;
+    wait_for_log(&log_b, "acquired the leader lease", 1).await;
+    env.wait_for_count(200, Duration::from_secs(30)).await;
+    a.signal("-CONT");
+    wait_for_log(&log_a, "lost the leader lease", 1).await;
+    insert_tx(&mut conn, &e[200..], true).await;
+    env.wait_for_count(300, Duration::from_secs(30)).await;
+    // The thawed instance stands by: not ready, and it stored nothing after its freeze.
+    let why = wait_ready(port_a, false).await;
+    assert!(why.contains("standing by"), "{why}");
+    assert_eq!(published(port_a), published_by_a, "{}", a.log_text());
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_hands_over_at_once() {
+    let Some(env) = TestEnv::start_on_new_nats("ha_handover").await else {
+        return;
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
+    // A long lease: a handover faster than it proves the lease was released, not expired.
+    let long = |name: &str, port| {
+        let ha = format!("lease_ms = 20000\ninstance = \"{name}\"");
+        env.write_config(
+            &format!("{name}.toml"),
+            &kv_config(&env, "handover", &ha, Some(port)),
+        )
+    };
+    let a = Binary::start(&long("a", port_a), &log_a);
+    wait_ready(port_a, true).await;
+    let b = Binary::start(&long("b", port_b), &log_b);
+    wait_ready(port_b, false).await;
+    let e = events(1, 100, 5);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..50], true).await;
+    env.wait_for_count(50, Duration::from_secs(30)).await;
+    let stopped = Instant::now();
+    assert!(a.terminate().success());
+    wait_for_log(&log_b, "acquired the leader lease", 1).await;
+    let handover = stopped.elapsed();
+    insert_tx(&mut conn, &e[50..], false).await;
+    env.wait_for_count(100, Duration::from_secs(30)).await;
+    assert!(
+        handover < Duration::from_secs(10),
+        "handed over after {handover:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&log_a)
+            .unwrap()
+            .contains("released the leader lease")
+    );
+    assert!(b.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
+}
