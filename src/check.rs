@@ -1,4 +1,5 @@
-//! `binlog-outbox check`: every preflight check, changing nothing (no lock, no stream created).
+//! `binlog-outbox check`: every preflight check, changing nothing (no lock, no stream created;
+//! only the KV buckets of a NATS checkpoint and lease are created when missing).
 
 use crate::checkpoint;
 use crate::config::Config;
@@ -53,5 +54,30 @@ pub async fn check(config: &Config) -> Vec<Check> {
             "restore or remove the checkpoint (see the message)",
         ),
     });
+    if let Some(ha) = config.ha.as_ref().filter(|ha| ha.enabled) {
+        checks.push(lease_check(config, ha).await);
+    }
     checks
+}
+
+/// Whether the lease bucket is usable with this `lease_ms`, and who holds the lease.
+async fn lease_check(config: &Config, ha: &crate::config::HaConfig) -> Check {
+    let fix = "check that NATS runs with JetStream and that every connector sharing ha.bucket has the same ha.lease_ms";
+    let client =
+        match crate::publish::connect_client(&config.nats, "binlog-outbox check", None).await {
+            Ok(client) => client,
+            Err(e) => return Check::fail("leader lease", error_chain(&e), fix),
+        };
+    let js = async_nats::jetstream::new(client);
+    let key = ha.key_for(&config.checkpoint);
+    match crate::ha::Lease::open(&js, ha, key).await {
+        Ok(lease) => Check::pass(
+            "leader lease",
+            match lease.holder().await {
+                Some(holder) => format!("{key} in bucket {} held by {holder}", ha.bucket),
+                None => format!("{key} in bucket {} is free", ha.bucket),
+            },
+        ),
+        Err(e) => Check::fail("leader lease", error_chain(&e), fix),
+    }
 }

@@ -392,6 +392,10 @@ async fn retry_after(
     cancel: &CancellationToken,
 ) -> Option<Result<(), Error>> {
     match err.policy() {
+        Policy::Fatal { .. } if err.is_deposed() => {
+            warn!(error = %error_chain(&err), position = %acked.position, "this instance is no longer the leader");
+            Some(Err(err))
+        }
         Policy::Fatal { hint } => {
             error!(error = %error_chain(&err), kind = err.kind(), position = %acked.position, hint, "stopping");
             Some(Err(err))

@@ -180,3 +180,110 @@ fn replicas(key: &str, n: usize, problems: &mut Vec<String>) {
         problems.push(format!("{key}: must be between 1 and 5, got {n}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+    use super::*;
+
+    const BASE: &str = r#"
+        [source]
+        url = "mysql://cdc:secret@127.0.0.1:3306"
+        server_id = 4201
+
+        [[outbox]]
+        table = "shop.outbox"
+
+        [nats]
+        url = "nats://127.0.0.1:4222"
+        stream = "OUTBOX"
+    "#;
+
+    fn load(tail: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("{BASE}\n{tail}")).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&path, env)
+    }
+
+    fn problems(tail: &str) -> String {
+        load(tail, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_nats_store_and_the_lease_get_their_defaults() {
+        let c = load(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"shop\"\n[ha]\nenabled = true\n",
+            &[],
+        )
+        .unwrap();
+        let CheckpointConfig::Nats(nats) = &c.checkpoint else {
+            panic!("{:?}", c.checkpoint);
+        };
+        assert_eq!(nats.bucket, DEFAULT_CHECKPOINT_BUCKET);
+        assert_eq!(nats.replicas, 1);
+        let ha = c.ha.as_ref().unwrap();
+        assert_eq!(ha.lease_ms, DEFAULT_LEASE_MS);
+        assert_eq!(ha.bucket, DEFAULT_LEASE_BUCKET);
+        assert_eq!(ha.key_for(&c.checkpoint), "shop", "the checkpoint's key");
+    }
+
+    #[test]
+    fn ha_can_be_switched_off_from_the_environment() {
+        let c = load(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"shop\"\n[ha]\nenabled = true\n",
+            &[("BINLOG_OUTBOX__HA__ENABLED", "false")],
+        )
+        .unwrap();
+        assert!(!c.ha.unwrap().enabled);
+    }
+
+    #[test]
+    fn ha_needs_a_shared_checkpoint_and_sane_names_and_lease() {
+        let text = problems("[checkpoint]\npath = \"cp\"\n[ha]\nenabled = true\nlease_ms = 10\n");
+        assert!(
+            text.contains("ha.enabled: the instances must share"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ha.lease_ms: must be at least 1000"),
+            "{text}"
+        );
+        let text = problems(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"a b\"\nbucket = \"x.y\"\nreplicas = 7\n[ha]\nenabled = true\nbucket = \"\"\ninstance = \"\"\n",
+        );
+        for expected in [
+            "checkpoint.key: \"a b\" is not a KV key",
+            "checkpoint.bucket: \"x.y\" is not a KV bucket name",
+            "checkpoint.replicas: must be between 1 and 5",
+            "ha.bucket",
+            "ha.instance: must not be empty",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_nats_store_needs_a_key_and_knows_only_its_own_keys() {
+        let text = load("[checkpoint]\nstore = \"nats\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("key"), "{text}");
+        let text = load(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"k\"\npath = \"p\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("path"), "{text}");
+    }
+
+    #[test]
+    fn kv_names() {
+        assert!(is_bucket_name("binlog_outbox-1"));
+        assert!(!is_bucket_name("a.b") && !is_bucket_name(""));
+        assert!(is_key_name("shop/eu-1.orders=x"));
+        assert!(!is_key_name(".a") && !is_key_name("a.") && !is_key_name("a b"));
+    }
+}

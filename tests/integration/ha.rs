@@ -237,6 +237,12 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
             .unwrap()
             .contains("released the leader lease")
     );
+    let config_b = env.dir.path().join("b.toml");
+    let (code, out, err) = run_binary(&["check", "--config", config_b.to_str().unwrap()], &[]);
+    assert!(
+        code == 0 && out.contains("leader lease") && out.contains("held by b"),
+        "{code}\n{out}\n{err}"
+    );
     assert!(b.terminate().success());
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
