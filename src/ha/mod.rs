@@ -201,7 +201,13 @@ impl Lease {
             let wake = next.min(Instant::now() + term.clock.remaining());
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break TermEnd::Released,
+                // A term whose deadline passed was lost, however its stages ended (a frozen
+                // leader's thawed binlog connection fails once the new leader connected).
+                _ = stop.cancelled() => break if term.clock.is_valid() {
+                    TermEnd::Released
+                } else {
+                    TermEnd::Lost
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
             if !term.clock.is_valid() {

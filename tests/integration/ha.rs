@@ -246,3 +246,67 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     assert!(b.terminate().success());
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_databases_two_processes_share_the_buckets_each_with_its_own_key_and_lease() {
+    let Some(env) = TestEnv::start_on_new_nats("ha_one").await else {
+        return;
+    };
+    env.exec_root(&format!(
+        "CREATE DATABASE ha_two; USE ha_two; {}; GRANT SELECT ON ha_two.* TO cdc@'%'",
+        outbox_ddl()
+    ))
+    .await;
+    let config_one = kv_config(&env, "one", "lease_ms = 2000", None);
+    let config_two = config_one
+        // Each connector its own subjects: streams may not overlap.
+        .replace(
+            "table = \"ha_one.outbox\"",
+            "table = \"ha_two.outbox\"\nsubject = \"two.event.{aggregatetype}\"",
+        )
+        .replace("OUTBOX_HA_ONE", "OUTBOX_HA_TWO")
+        .replace("server_id = 4201", "server_id = 4202")
+        .replace("key = \"one\"", "key = \"two\"");
+    let (log_one, log_two) = (
+        env.dir.path().join("one.log"),
+        env.dir.path().join("two.log"),
+    );
+    let one = Binary::start(&env.write_config("one.toml", &config_one), &log_one);
+    let two = Binary::start(&env.write_config("two.toml", &config_two), &log_two);
+    wait_for_log(&log_one, "reading binlog", 1).await;
+    wait_for_log(&log_two, "reading binlog", 1).await;
+    let e = events(1, 200, 10);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..100], true).await;
+    let url = format!("{}/ha_two", env.db.root_url());
+    let mut conn_two = mysql_async::Conn::from_url(url).await.unwrap();
+    insert_tx(&mut conn_two, &e[100..], false).await;
+    let js = env.jetstream().await;
+    wait_for_stream_count(
+        &js,
+        "OUTBOX_HA_ONE",
+        100,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+    )
+    .await;
+    wait_for_stream_count(
+        &js,
+        "OUTBOX_HA_TWO",
+        100,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+    )
+    .await;
+    eprintln!(
+        "peak RSS after 100 events each: {} KiB and {} KiB",
+        one.peak_rss_bytes() / 1024,
+        two.peak_rss_bytes() / 1024
+    );
+    assert!(one.terminate().success());
+    assert!(two.terminate().success());
+    assert_exactly_once_in_order(&read_stored_messages(&js, "OUTBOX_HA_ONE").await, &e[..100]);
+    assert_exactly_once_in_order(&read_stored_messages(&js, "OUTBOX_HA_TWO").await, &e[100..]);
+    let store = nats_store(&env, "two").await;
+    assert!(store.load().await.unwrap().is_some(), "each its own key");
+}
