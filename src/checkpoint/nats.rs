@@ -83,6 +83,10 @@ impl NatsCheckpointStore {
 
 /// The KV bucket `name`, created when missing (`max_age`: how long a value lives without
 /// being written again; `None`: for ever). A bucket that exists is used as it is.
+///
+/// The bucket's stream is created here with the configuration async-nats gives KV buckets:
+/// its own `create_key_value` reads the account info first, which fails to parse on
+/// nats-server 2.9.
 pub async fn open_bucket(
     js: &jetstream::Context,
     name: &str,
@@ -96,19 +100,26 @@ pub async fn open_bucket(
         Err(e) => return Err(Box::new(e)),
     }
     let created = js
-        .create_key_value(kv::Config {
-            bucket: name.to_owned(),
-            history,
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some("binlog-outbox".into()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: history,
             max_age: max_age.unwrap_or_default(),
             storage: StorageType::File,
             num_replicas: replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
             ..Default::default()
         })
         .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Created meanwhile by another instance.
-        Err(_) => Ok(js.get_key_value(name).await?),
+    // Created meanwhile by another instance, or the creation's own error.
+    match (created, js.get_key_value(name).await) {
+        (_, Ok(store)) => Ok(store),
+        (Err(create), Err(_)) => Err(Box::new(create)),
+        (Ok(_), Err(get)) => Err(Box::new(get)),
     }
 }
 
