@@ -130,10 +130,10 @@ pub async fn resume_point(
     let existing = store.load().await?;
     if let Some(cp) = existing.as_ref().filter(|_| !options.reset_checkpoint) {
         info!(position = %cp.position, "resuming from checkpoint");
-        // Written again before anything is read: in a shared store (NATS) this instance's
-        // write is then the last one, so an instance that wrote before it can no longer move
-        // the checkpoint (the fence of crate::ha).
-        store.save(cp).await?;
+        // Before anything is read: in a shared store (NATS) this instance's write is then
+        // the last one, so an instance that wrote before it can no longer move the
+        // checkpoint (the fence of crate::ha).
+        store.claim(cp).await?;
         return Ok(cp.clone());
     }
     if let Some(old) = existing {

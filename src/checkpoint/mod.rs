@@ -24,6 +24,7 @@ pub use writer::CheckpointWriter;
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -164,6 +165,13 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// Replaces the stored checkpoint; resolves only once it is durable.
     fn save<'a>(&'a self, checkpoint: &'a Checkpoint)
     -> BoxFuture<'a, Result<(), CheckpointError>>;
+    /// Makes this instance the only one whose saves succeed from now on, given the
+    /// checkpoint it loaded (a store shared by instances writes it again; an exclusive one
+    /// has nothing to do: it holds its lock already).
+    fn claim<'a>(&'a self, loaded: &'a Checkpoint) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        let _ = loaded;
+        futures::future::ready(Ok(())).boxed()
+    }
     /// When the stored checkpoint was last written, `None` when there is none.
     fn saved_at(&self) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, CheckpointError>>;
     /// What and where the store is, for messages.

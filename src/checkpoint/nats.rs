@@ -15,8 +15,8 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use async_nats::jetstream::{self, stream::StorageType};
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Mutex;
 
 use super::{Checkpoint, CheckpointError, CheckpointStore, record};
@@ -54,6 +54,24 @@ impl NatsCheckpointStore {
                 store: describe(&config.bucket, &config.key),
                 source,
             })?;
+        let max_age = kv
+            .status()
+            .await
+            .map_err(|e| CheckpointError::Unavailable {
+                action: "read the settings of",
+                store: describe(&config.bucket, &config.key),
+                source: Box::new(e),
+            })?
+            .max_age();
+        if !max_age.is_zero() {
+            return Err(CheckpointError::Corrupt {
+                store: describe(&config.bucket, &config.key),
+                reason: format!(
+                    "the bucket drops values after {} ms (a lease bucket?); checkpoints must be kept for ever: use a bucket without a max age",
+                    max_age.as_millis()
+                ),
+            });
+        }
         Ok(Self {
             kv,
             bucket: config.bucket.clone(),
@@ -71,6 +89,33 @@ impl NatsCheckpointStore {
             store: self.describe(),
             source,
         }
+    }
+
+    /// The revision of this instance's unanswered write, if it was stored right after the
+    /// revision this instance knew and nothing came after it. (Comparing the value alone
+    /// would not do: an instance taking over writes back the very record it loaded.)
+    async fn stored_unanswered(&self, written: &Written) -> Result<Option<u64>, CheckpointError> {
+        let Some(body) = &written.unanswered else {
+            return Ok(None);
+        };
+        let mut history = self
+            .kv
+            .history(self.key.as_str())
+            .await
+            .map_err(|e| self.unavailable("read the history of")(Box::new(e)))?;
+        let mut last_two: [Option<kv::Entry>; 2] = [None, None];
+        while let Some(entry) = history.next().await {
+            let entry = entry.map_err(|e| self.unavailable("read the history of")(Box::new(e)))?;
+            last_two = [last_two[1].take(), Some(entry)];
+        }
+        let [before, Some(last)] = last_two else {
+            return Ok(None);
+        };
+        let after_ours = before.map_or(0, |b| b.revision) == written.revision;
+        Ok(
+            (after_ours && last.operation == Operation::Put && last.value[..] == body[..])
+                .then_some(last.revision),
+        )
     }
 
     async fn entry(&self) -> Result<Option<kv::Entry>, CheckpointError> {
@@ -165,19 +210,17 @@ impl CheckpointStore for NatsCheckpointStore {
                         return Ok(());
                     }
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision && attempt == 0 => {
-                        // Ours, if an unanswered write of ours was stored after all.
-                        let entry = self.entry().await?;
-                        let ours = entry.as_ref().is_some_and(|entry| {
-                            written.unanswered.as_deref() == Some(&entry.value[..])
-                        });
-                        if !ours {
-                            return Err(CheckpointError::Fenced {
-                                store: self.describe(),
-                                expected: written.revision,
-                                found: entry.map_or(0, |e| e.revision),
-                            });
+                        match self.stored_unanswered(&written).await? {
+                            Some(revision) => written.revision = revision,
+                            None => {
+                                let found = self.entry().await?.map_or(0, |e| e.revision);
+                                return Err(CheckpointError::Fenced {
+                                    store: self.describe(),
+                                    expected: written.revision,
+                                    found,
+                                });
+                            }
                         }
-                        written.revision = entry.map_or(0, |e| e.revision);
                     }
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
                         let found = self.entry().await?.map_or(0, |e| e.revision);
@@ -196,6 +239,10 @@ impl CheckpointStore for NatsCheckpointStore {
             unreachable!("the loop returns on its second attempt")
         }
         .boxed()
+    }
+
+    fn claim<'a>(&'a self, loaded: &'a Checkpoint) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.save(loaded)
     }
 
     fn saved_at(&self) -> BoxFuture<'_, Result<Option<SystemTime>, CheckpointError>> {

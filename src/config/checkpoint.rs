@@ -25,7 +25,8 @@ pub const DEFAULT_LEASE_BUCKET: &str = "binlog_outbox_leases";
 /// A standby takes over at most this long after the leader died without a word (it stops
 /// writing long before: see [`crate::ha`]).
 pub const DEFAULT_LEASE_MS: u64 = 10_000;
-/// Leases are renewed every quarter lease; below a second that is a KV write every 250 ms.
+/// Leases are renewed every sixth of a lease; below a second that is a KV write more often
+/// than every 170 ms.
 pub const MIN_LEASE_MS: u64 = 1_000;
 
 /// `[checkpoint] store = "file"`.
@@ -156,6 +157,19 @@ impl super::Config {
                 ha.key_for(&self.checkpoint)
             ));
         }
+        if let CheckpointConfig::Nats(nats) = &self.checkpoint
+            && nats.bucket == ha.bucket
+        {
+            problems.push(format!(
+                "ha.bucket: {:?} is also checkpoint.bucket; leases expire, checkpoints must not: use two buckets",
+                ha.bucket
+            ));
+        }
+        if !self.nats.exclusive_streams {
+            problems.push(
+                "ha.enabled: needs nats.exclusive_streams = true (the order guard also keeps a deposed leader's late publishes out of the stream)".into(),
+            );
+        }
         if !is_bucket_name(&ha.bucket) {
             problems.push(format!(
                 "ha.bucket: {:?} is not a KV bucket name (letters, digits, - and _)",
@@ -164,7 +178,7 @@ impl super::Config {
         }
         if ha.lease_ms < MIN_LEASE_MS {
             problems.push(format!(
-                "ha.lease_ms: must be at least {MIN_LEASE_MS} (renewed every quarter lease), got {}",
+                "ha.lease_ms: must be at least {MIN_LEASE_MS} (renewed every sixth of a lease), got {}",
                 ha.lease_ms
             ));
         }

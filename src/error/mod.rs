@@ -123,8 +123,10 @@ impl Error {
             },
             Error::Source(e) => source_policy(e),
             Error::Publish(e) => publish_policy(e),
-            Error::Ha(_) => Policy::Fatal {
-                hint: "check that NATS runs with JetStream and fix [ha] (see the message)",
+            // JetStream not (yet) answering for the lease bucket.
+            Error::Ha(HaError::Bucket { .. }) => Policy::Retry,
+            Error::Ha(HaError::LeaseMismatch { .. }) => Policy::Fatal {
+                hint: "give every connector sharing ha.bucket the same ha.lease_ms, or this one its own ha.bucket",
             },
         }
     }

@@ -38,6 +38,14 @@ impl CheckpointStore for LeaderStore {
         self.inner.save(checkpoint)
     }
 
+    fn claim<'a>(&'a self, loaded: &'a Checkpoint) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        if !self.clock.is_valid() {
+            let store = self.inner.describe();
+            return async move { Err(CheckpointError::LeaseExpired { store }) }.boxed();
+        }
+        self.inner.claim(loaded)
+    }
+
     fn saved_at(&self) -> BoxFuture<'_, Result<Option<SystemTime>, CheckpointError>> {
         self.inner.saved_at()
     }

@@ -3,7 +3,7 @@
 //!
 //! * **Acquire** by `create` (succeeds only when the key does not exist, was deleted, or
 //!   expired). A standby tries every [`standby_poll`] and reports not-ready meanwhile.
-//! * **Renew** every quarter lease by `update` with the revision of the last write. The
+//! * **Renew** every sixth of a lease by `update` with the revision of the last write. The
 //!   bucket's max age is the lease: a key not renewed for `lease_ms` disappears, and a standby's
 //!   create then succeeds.
 //! * **Act only inside the lease.** A renewal sent at `t` and confirmed makes this instance
@@ -58,8 +58,7 @@ pub enum HaError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Holder {
     pub instance: String,
-    /// Unique per acquisition: tells this instance's own unanswered renewal from anybody
-    /// else's write.
+    /// Unique per process: tells this instance's own unanswered write from anybody else's.
     pub token: String,
 }
 
@@ -70,6 +69,8 @@ pub struct Lease {
     key: String,
     lease: Duration,
     instance: String,
+    /// What this process writes into the key (its [`Holder`], one token per process).
+    value: Bytes,
 }
 
 /// How a term as leader ended.
@@ -118,17 +119,27 @@ impl Lease {
             });
         }
         let instance = config.instance.clone().unwrap_or_else(default_instance);
+        let holder = Holder {
+            instance: instance.clone(),
+            token: nuid::next().to_string(),
+        };
         Ok(Self {
             kv,
             bucket: config.bucket.clone(),
             key: key.to_owned(),
             lease,
             instance,
+            value: Bytes::from(serde_json::to_vec(&holder).expect("holder serialises")),
         })
     }
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// How long the lease lives without renewal.
+    pub fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// How long a confirmed renewal keeps this instance the leader.
@@ -143,26 +154,23 @@ impl Lease {
         cancel: &CancellationToken,
         mut waiting: impl FnMut(),
     ) -> Option<Term> {
-        let holder = Holder {
-            instance: self.instance.clone(),
-            token: nuid::next().to_string(),
-        };
-        let value = Bytes::from(serde_json::to_vec(&holder).expect("holder serialises"));
         let mut reported: Option<String> = None;
         loop {
             waiting();
             let sent = Instant::now();
-            match self.kv.create(self.key.as_str(), value.clone()).await {
-                Ok(revision) => {
+            let attempt = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                attempt = self.try_acquire() => attempt,
+            };
+            match attempt {
+                Ok(Ok(revision)) => {
                     info!(instance = %self.instance, bucket = %self.bucket, key = %self.key, revision, "acquired the leader lease");
                     return Some(Term {
                         clock: Arc::new(LeaseClock::new(sent + self.validity())),
                         revision,
-                        value,
                     });
                 }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    let leader = self.holder().await;
+                Ok(Err(leader)) => {
                     if leader != reported {
                         info!(instance = %self.instance, leader = leader.as_deref().unwrap_or("?"), key = %self.key, "standing by: another instance holds the lease");
                         reported = leader;
@@ -177,6 +185,35 @@ impl Lease {
         }
     }
 
+    /// One attempt: the key's new revision, or who holds it. A key that still holds this
+    /// process's own value (a create whose answer was lost, a term that ended by a late
+    /// renewal while nobody else took over) is taken back by updating it.
+    async fn try_acquire(&self) -> Result<Result<u64, Option<String>>, String> {
+        match self.kv.create(self.key.as_str(), self.value.clone()).await {
+            Ok(revision) => return Ok(Ok(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let entry = self
+            .kv
+            .entry(self.key.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put && entry.value == self.value => {
+                self.kv
+                    .update(self.key.as_str(), self.value.clone(), entry.revision)
+                    .await
+                    .map(Ok)
+                    .map_err(|e| e.to_string())
+            }
+            Some(entry) => Ok(Err(serde_json::from_slice::<Holder>(&entry.value)
+                .ok()
+                .map(|h| h.instance))),
+            None => Ok(Err(None)),
+        }
+    }
+
     /// The instance holding the lease now, if it can be read.
     pub async fn holder(&self) -> Option<String> {
         let bytes = self.kv.get(self.key.as_str()).await.ok()??;
@@ -186,15 +223,19 @@ impl Lease {
     }
 
     /// Keeps `term` alive until `stop` fires (then releases the lease: [`TermEnd::Released`])
-    /// or a renewal is refused or late ([`TermEnd::Lost`]). Either way `lost` is cancelled
-    /// when the term ends by loss, before this returns, and the term's clock has expired.
+    /// or a renewal is refused or late ([`TermEnd::Lost`]). `lost` is cancelled when the term
+    /// ends by loss, before this returns; either way the term's clock has expired.
+    ///
+    /// Renewals go out every sixth of a lease, each given at most that long: a slow answer
+    /// is tried again (an earlier one stored without an answer is recognised by its value)
+    /// until the deadline, half a lease after the last confirmed one.
     pub async fn keep(
         &self,
         mut term: Term,
         lost: CancellationToken,
         stop: CancellationToken,
     ) -> TermEnd {
-        let renew_every = self.lease / 4;
+        let renew_every = self.lease / 6;
         let mut next = Instant::now() + renew_every;
         let end = loop {
             // Wake for the next renewal, or at the deadline at the latest.
@@ -219,8 +260,8 @@ impl Lease {
             }
             let sent = Instant::now();
             next = sent + renew_every;
-            let renewal = tokio::time::timeout(term.clock.remaining(), self.renew(&mut term)).await;
-            match renewal {
+            let limit = renew_every.min(term.clock.remaining());
+            match tokio::time::timeout(limit, self.renew(&mut term)).await {
                 Ok(Ok(())) => {
                     term.clock.extend_to(sent + self.validity());
                     debug!(key = %self.key, revision = term.revision, "leader lease renewed");
@@ -231,12 +272,9 @@ impl Lease {
                 }
                 Ok(Err(Renewal::Failed(e))) => {
                     warn!(key = %self.key, error = %e, "cannot renew the leader lease; trying again");
-                    // Sooner than a quarter lease: the deadline is near.
-                    next = Instant::now() + standby_poll(self.lease);
                 }
                 Err(_) => {
-                    warn!(key = %self.key, "leader lease renewal not answered in time");
-                    break TermEnd::Lost;
+                    warn!(key = %self.key, "leader lease renewal not answered in time; trying again");
                 }
             }
         };
@@ -250,28 +288,45 @@ impl Lease {
 
     /// One renewal: the key moves on to a new revision only if it still holds ours.
     async fn renew(&self, term: &mut Term) -> Result<(), Renewal> {
-        match self
+        let update = self
             .kv
-            .update(self.key.as_str(), term.value.clone(), term.revision)
-            .await
-        {
+            .update(self.key.as_str(), self.value.clone(), term.revision)
+            .await;
+        match update {
             Ok(revision) => {
                 term.revision = revision;
-                Ok(())
+                return Ok(());
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // An earlier renewal of ours may have been stored without an answer.
-                match self.kv.entry(self.key.as_str()).await {
-                    Ok(Some(entry))
-                        if entry.operation == kv::Operation::Put && entry.value == term.value =>
-                    {
-                        term.revision = entry.revision;
-                        Box::pin(self.renew(term)).await
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => return Err(Renewal::Failed(e.to_string())),
+        }
+        // An earlier renewal of ours may have been stored without an answer: the key then
+        // holds our value at a newer revision.
+        match self.kv.entry(self.key.as_str()).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && entry.value == self.value =>
+            {
+                if entry.revision == term.revision {
+                    // A replica that has not seen the newer write yet: ask again later.
+                    return Err(Renewal::Failed("stale read of the lease".into()));
+                }
+                term.revision = entry.revision;
+                match self
+                    .kv
+                    .update(self.key.as_str(), self.value.clone(), term.revision)
+                    .await
+                {
+                    Ok(revision) => {
+                        term.revision = revision;
+                        Ok(())
                     }
-                    Ok(_) => Err(Renewal::Taken),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        Err(Renewal::Taken)
+                    }
                     Err(e) => Err(Renewal::Failed(e.to_string())),
                 }
             }
+            Ok(_) => Err(Renewal::Taken),
             Err(e) => Err(Renewal::Failed(e.to_string())),
         }
     }
@@ -306,7 +361,6 @@ enum Renewal {
 pub struct Term {
     clock: Arc<LeaseClock>,
     revision: u64,
-    value: Bytes,
 }
 
 impl Term {

@@ -24,22 +24,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointStore, CheckpointWriter};
-use crate::config::{CheckpointConfig, Config, ConfigError, NatsConfig};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter};
+use crate::config::{Config, ConfigError, NatsConfig};
 use crate::error::{Error, Policy, PublishError, SourceError, error_chain};
-use crate::ha::{LeaderStore, Lease, LeaseClock, TermEnd};
+use crate::ha::LeaseClock;
 use crate::observe::{self, Limits, Observer, http::HttpServer};
-use crate::publish::{self, Publisher};
+use crate::publish::Publisher;
 use crate::source::{BinlogSource, SourceSettings, flavor::Flavor, session};
 use crate::start::{self, Prepared};
 
 pub use crate::start::RunOptions;
 
+mod shared;
+mod standby;
+
+use shared::Shared;
+
 /// Events buffered between the source and the publisher.
 const SOURCE_CHANNEL_CAPACITY: usize = 1024;
 /// First and last delay between retries of a transient failure.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the connector until `cancel` fires (returns `Ok`) or a fatal error occurs.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Error> {
@@ -59,20 +64,17 @@ pub async fn run_with(
             "--reset-checkpoint with [ha] enabled: stop every instance, then run one with BINLOG_OUTBOX__HA__ENABLED=false and --reset-checkpoint".into(),
         ]))));
     }
-    // The NATS KV holding a shared checkpoint and the lease, on its own connection: lease
-    // renewals never wait behind a backlog of publishes.
-    let control = match needs_kv(&config) {
-        true => Some(ControlConnection::connect(&config.nats).await?),
-        false => None,
-    };
-    let js = control.as_ref().map(|c| &c.js);
+    // The checkpoint store (and under `[ha]` the lease), retried while NATS is unreachable.
     // A file store holds its lock until `run` returns: a second connector on the same
     // checkpoint fails right here.
-    let Some(store) = until_cancelled(&cancel, checkpoint::open(&config.checkpoint, js)).await
-    else {
+    let Some(shared) = until_cancelled(&cancel, Shared::open(&config)).await else {
         return Ok(());
     };
-    let store = store?;
+    let Shared {
+        control,
+        store,
+        lease,
+    } = shared?;
     let observer = Arc::new(observe_run(&config, &prepared));
     let tracker = TaskTracker::new();
     let side_tasks = cancel.child_token();
@@ -89,13 +91,9 @@ pub async fn run_with(
         observer: &observer,
         options,
     };
-    let result = match (ha, js) {
-        (Some(ha), Some(js)) => {
-            let key = ha.key_for(&config.checkpoint);
-            let lease = Arc::new(Lease::open(js, ha, key).await?);
-            run.stand_by_and_lead(lease, store, &cancel).await
-        }
-        _ => run.lead(store, None, &cancel).await,
+    let result = match lease {
+        Some(lease) => run.stand_by_and_lead(lease, store, &cancel).await,
+        None => run.lead(store, None, &cancel).await,
     };
     side_tasks.cancel();
     tracker.wait().await;
@@ -105,34 +103,8 @@ pub async fn run_with(
     result
 }
 
-/// Whether the checkpoint or the lease lives in NATS KV.
-fn needs_kv(config: &Config) -> bool {
-    matches!(config.checkpoint, CheckpointConfig::Nats(_))
-        || config.ha.as_ref().is_some_and(|ha| ha.enabled)
-}
-
-/// The NATS connection of the checkpoint store and the lease.
-struct ControlConnection {
-    client: async_nats::Client,
-    js: async_nats::jetstream::Context,
-}
-
-impl ControlConnection {
-    async fn connect(nats: &NatsConfig) -> Result<Self, Error> {
-        let client = publish::connect_client(nats, "binlog-outbox control", None).await?;
-        let js = async_nats::jetstream::ContextBuilder::new()
-            .timeout(Duration::from_millis(nats.ack_timeout_ms))
-            .build(client.clone());
-        Ok(Self { client, js })
-    }
-
-    async fn close(self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.drain()).await;
-    }
-}
-
 /// One connector run: its settings, shared by every term as leader.
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     config: &'a Config,
     prepared: &'a Prepared,
     observer: &'a Arc<Observer>,
@@ -140,54 +112,10 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Under `[ha]`: stands by until this instance holds the lease, leads while it holds
-    /// it, and stands by again when it loses it; returns when `cancel` fires (releasing the
-    /// lease) or the leader's run ends with a fatal error.
-    async fn stand_by_and_lead(
-        &self,
-        lease: Arc<Lease>,
-        store: Arc<dyn CheckpointStore>,
-        cancel: &CancellationToken,
-    ) -> Result<(), Error> {
-        loop {
-            self.observer.standing_by(true);
-            let observer = Arc::clone(self.observer);
-            let Some(term) = lease.acquire(cancel, || observer.source_attempt()).await else {
-                return Ok(());
-            };
-            self.observer.standing_by(false);
-            let clock = term.clock();
-            // Ends the term's stages when the lease is lost; a child of `cancel`.
-            let lost = cancel.child_token();
-            let stop_keeping = CancellationToken::new();
-            // A task of its own: renewals never wait for the publisher's work.
-            let keeper = tokio::spawn({
-                let (lease, lost, stop) = (Arc::clone(&lease), lost.clone(), stop_keeping.clone());
-                async move { lease.keep(term, lost, stop).await }
-            });
-            let leader_store = Arc::new(LeaderStore::new(Arc::clone(&store), Arc::clone(&clock)));
-            let result = self.lead(leader_store, Some(clock), &lost).await;
-            stop_keeping.cancel();
-            let end = keeper.await.expect("the lease keeper does not panic");
-            match (end, result) {
-                (TermEnd::Lost, result) => {
-                    warn!(instance = lease.instance(), outcome = ?result.err().map(|e| error_chain(&e)), "lost the leader lease: stopped reading and publishing; standing by");
-                }
-                (TermEnd::Released, Err(e)) if e.is_deposed() => {
-                    warn!(instance = lease.instance(), error = %error_chain(&e), "another instance wrote the checkpoint: standing by");
-                }
-                (TermEnd::Released, result) => return result,
-            }
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-        }
-    }
-
     /// Reads and publishes until `cancel` fires or a fatal error: preflight, the resume
     /// point, the progress poller, the supervisor. `lease`: the deadline of this term as
     /// leader, under `[ha]`.
-    async fn lead(
+    pub(crate) async fn lead(
         &self,
         store: Arc<dyn CheckpointStore>,
         lease: Option<Arc<LeaseClock>>,
@@ -543,7 +471,7 @@ impl Stages<'_> {
 }
 
 /// `work`, unless `cancel` fires first (`None`).
-async fn until_cancelled<T>(
+pub(crate) async fn until_cancelled<T>(
     cancel: &CancellationToken,
     work: impl Future<Output = T>,
 ) -> Option<T> {
