@@ -108,7 +108,7 @@ fn validate_reports_every_problem_with_its_path() {
         .replace("server_id = 4201", "server_id = 0")
         .replace(
             "table = \"shop.outbox\"",
-            "table = \"outbox\"\nsubject = \"a.{nope}\"",
+            "table = \"outbox\"\nsubject = \"a.{no pe}\"",
         )
         .replace("stream = \"OUTBOX\"", "stream = \"a.b\"\nack_window = 9000");
     let err = load(&toml, &[]).unwrap_err().to_string();

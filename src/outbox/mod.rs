@@ -126,6 +126,12 @@ impl OutboxTable {
         for (header, col) in &self.config.headers {
             cols.push((format!("header {header}"), col.as_str()));
         }
+        for placeholder in self.subject.columns() {
+            cols.push((
+                format!("subject token {}", placeholder.token),
+                placeholder.column.as_str(),
+            ));
+        }
         cols
     }
 
@@ -161,6 +167,12 @@ impl OutboxTable {
                 .iter()
                 .map(|(h, c)| Ok((Arc::from(h.as_str()), find(&format!("header {h}"), c)?)))
                 .collect::<Result<_, MappingError>>()?,
+            subject_columns: self
+                .subject
+                .columns()
+                .iter()
+                .map(|p| find(&format!("subject token {}", p.token), &p.column))
+                .collect::<Result<_, MappingError>>()?,
             payload_json: false,
         })
     }
@@ -170,6 +182,23 @@ impl OutboxTable {
 /// derived, so that a replay does not store it twice.
 pub fn dead_letter_id(base: &str) -> String {
     format!("{base}:dead-letter")
+}
+
+/// An event with the values of its template's column placeholders, for routing.
+pub(crate) struct Routed<'a> {
+    pub event: &'a OutboxEvent,
+    /// Rendered values of the template's column placeholders, by slot (`None`: NULL).
+    pub columns: &'a [Option<String>],
+}
+
+impl SubjectValues for Routed<'_> {
+    fn subject_value(&self, field: SubjectField) -> &str {
+        self.event.subject_value(field)
+    }
+
+    fn column_value(&self, slot: usize) -> Option<&str> {
+        self.columns.get(slot)?.as_deref()
+    }
 }
 
 impl SubjectValues for OutboxEvent {

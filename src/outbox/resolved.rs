@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{BadRow, OutboxEvent, OutboxTable, dead_letter_id};
+use super::{BadRow, OutboxEvent, OutboxTable, Routed, dead_letter_id};
 use crate::cell::Cell;
 use crate::position::RowPosition;
 
@@ -21,6 +21,8 @@ pub struct ResolvedTable {
     pub(super) payload: usize,
     pub(super) timestamp: Option<usize>,
     pub(super) headers: Vec<(Arc<str>, usize)>,
+    /// Column indexes of the subject template's column placeholders, by slot.
+    pub(super) subject_columns: Vec<usize>,
     /// The payload column is declared JSON: a payload that is not valid JSON is a bad row.
     pub(super) payload_json: bool,
 }
@@ -94,6 +96,7 @@ impl ResolvedTable {
         .into_iter()
         .chain(self.timestamp)
         .chain(self.headers.iter().map(|(_, i)| *i))
+        .chain(self.subject_columns.iter().copied())
     }
 
     /// Whether column `index` feeds the event; others need not be decoded.
@@ -133,6 +136,11 @@ impl ResolvedTable {
         let aggregate_id = row.required(&cells, self.aggregate_id, &cols.aggregate_id)?;
         let event_type = row.required(&cells, self.event_type, &cols.event_type)?;
         let (timestamp, headers) = self.optional_headers(&cells, &row)?;
+        let subject_columns: Vec<Option<String>> = self
+            .subject_columns
+            .iter()
+            .map(|&i| cells[i].render())
+            .collect();
         let payload = self.payload_of(&mut cells, &row)?;
         let mut event = OutboxEvent {
             id,
@@ -156,7 +164,10 @@ impl ResolvedTable {
         event.subject = self
             .table
             .subject
-            .render(&event)
+            .render(&Routed {
+                event: &event,
+                columns: &subject_columns,
+            })
             .map_err(|e| row.bad(e.to_string()))?;
         Ok(event)
     }

@@ -167,3 +167,48 @@ fn invalid_json_is_a_bad_row_only_where_the_payload_is_declared_json() {
         "valid JSON passes"
     );
 }
+
+#[test]
+fn any_column_of_the_row_routes_the_event() {
+    let t = table("outbox.{tenant}.{column:AggregateType}", &[]);
+    let r = t.resolve(&columns()).unwrap();
+    assert!(r.uses_column(6), "the tenant column is decoded");
+    let e = r.event(row("Order"), pos(), 0).unwrap();
+    assert_eq!(e.subject, "outbox.acme.Order");
+    assert!(
+        t.required_columns()
+            .iter()
+            .any(|(field, col)| *col == "tenant" && field == "subject token {tenant}"),
+        "preflight checks the column: {:?}",
+        t.required_columns()
+    );
+}
+
+#[test]
+fn a_subject_column_the_table_lacks_is_an_error_naming_table_token_and_columns() {
+    let t = table("outbox.{tennant}.{aggregatetype}", &[]);
+    let err = t.resolve(&columns()).unwrap_err();
+    let text = err.to_string();
+    for part in ["shop.outbox", "{tennant}", "tenant", "aggregateid"] {
+        assert!(text.contains(part), "{part} missing in: {text}");
+    }
+}
+
+#[test]
+fn a_subject_column_that_is_null_or_no_token_is_a_bad_row() {
+    let t = table("outbox.{tenant}", &[]);
+    let r = t.resolve(&columns()).unwrap();
+    for (value, reason) in [
+        (Cell::Null, "NULL"),
+        (Cell::Text("a.b".into()), "split"),
+        (Cell::Text("a b".into()), "whitespace"),
+    ] {
+        let mut cells = row("Order");
+        cells[6] = value;
+        let err = r.event(cells, pos(), 0).unwrap_err();
+        assert!(
+            err.reason.contains("column `tenant`") && err.reason.contains(reason),
+            "{err}"
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod ordering;
 mod privileges;
 mod recovery;
 mod restart;
+mod routing;
 mod runtime_changes;
 mod server_settings;
 mod tls_auth;
