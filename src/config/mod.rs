@@ -172,6 +172,14 @@ pub struct ColumnMapping {
     pub payload: String,
     /// Optional: a TIMESTAMP/DATETIME column sent as the `Outbox-Timestamp` header.
     pub timestamp: Option<String>,
+    /// Optional: a column holding a W3C `traceparent`, sent as the `traceparent` header.
+    pub traceparent: Option<String>,
+    /// Optional: a column holding a W3C `tracestate`, sent (with a traceparent) as the
+    /// `tracestate` header.
+    pub tracestate: Option<String>,
+    /// Optional: Debezium's `tracingspancontext` column, Java Properties text with
+    /// `traceparent=…` / `tracestate=…` lines; instead of `traceparent` / `tracestate`.
+    pub tracing_span_context: Option<String>,
 }
 
 impl Default for ColumnMapping {
@@ -183,6 +191,9 @@ impl Default for ColumnMapping {
             event_type: "type".into(),
             payload: "payload".into(),
             timestamp: None,
+            traceparent: None,
+            tracestate: None,
+            tracing_span_context: None,
         }
     }
 }
@@ -197,8 +208,15 @@ impl ColumnMapping {
             ("event_type", self.event_type.as_str()),
             ("payload", self.payload.as_str()),
         ];
-        if let Some(ts) = &self.timestamp {
-            v.push(("timestamp", ts.as_str()));
+        for (field, column) in [
+            ("timestamp", &self.timestamp),
+            ("traceparent", &self.traceparent),
+            ("tracestate", &self.tracestate),
+            ("tracing_span_context", &self.tracing_span_context),
+        ] {
+            if let Some(column) = column {
+                v.push((field, column.as_str()));
+            }
         }
         v
     }
@@ -391,6 +409,8 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod ecosystem_tests;
 mod http;
 mod start;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 use super::*;
 use crate::position::BinlogPosition;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
     [source]
     url = "mysql://cdc:secret@127.0.0.1:3306"
     server_id = 4201
@@ -18,7 +18,7 @@ const MINIMAL: &str = r#"
     path = "state/shop.checkpoint"
 "#;
 
-fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap();

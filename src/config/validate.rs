@@ -191,7 +191,26 @@ impl OutboxTableConfig {
                 problems.push(format!("{at}.columns.{field}: column name is empty"));
             }
         }
+        let columns = &self.columns;
+        if columns.tracing_span_context.is_some()
+            && (columns.traceparent.is_some() || columns.tracestate.is_some())
+        {
+            problems.push(format!(
+                "{at}.columns.tracing_span_context: the span context holds traceparent and tracestate already; map either it or columns.traceparent / columns.tracestate"
+            ));
+        }
+        if columns.tracestate.is_some() && columns.traceparent.is_none() {
+            problems.push(format!(
+                "{at}.columns.tracestate: a tracestate means nothing without a traceparent; map columns.traceparent too"
+            ));
+        }
+        let traced = columns.traceparent.is_some() || columns.tracing_span_context.is_some();
         for (header, column) in &self.headers {
+            if traced && TRACE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(header)) {
+                problems.push(format!(
+                    "{at}.headers.{header}: the mapped trace context sets this header; remove it from [outbox.headers]"
+                ));
+            }
             if !is_valid_header_name(header) {
                 problems.push(format!(
                     "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
@@ -207,6 +226,12 @@ impl OutboxTableConfig {
         }
     }
 }
+
+/// Headers the trace context columns set.
+const TRACE_HEADERS: [&str; 2] = [
+    crate::outbox::trace::TRACEPARENT,
+    crate::outbox::trace::TRACESTATE,
+];
 
 /// A timeout of 0 would give up before anything could answer.
 fn positive(path: &str, value: u64, problems: &mut Vec<String>) {

@@ -15,8 +15,9 @@ pub use crate::position::RowPosition;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
 
 mod resolved;
+pub mod trace;
 
-pub use resolved::ResolvedTable;
+pub use resolved::{ResolvedTable, TraceColumns};
 
 /// One outbox row, ready to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +168,23 @@ impl OutboxTable {
                 .iter()
                 .map(|(h, c)| Ok((Arc::from(h.as_str()), find(&format!("header {h}"), c)?)))
                 .collect::<Result<_, MappingError>>()?,
+            trace: TraceColumns {
+                traceparent: m
+                    .traceparent
+                    .as_deref()
+                    .map(|c| find("traceparent", c))
+                    .transpose()?,
+                tracestate: m
+                    .tracestate
+                    .as_deref()
+                    .map(|c| find("tracestate", c))
+                    .transpose()?,
+                span_context: m
+                    .tracing_span_context
+                    .as_deref()
+                    .map(|c| find("tracing_span_context", c))
+                    .transpose()?,
+            },
             subject_columns: self
                 .subject
                 .columns()

@@ -212,3 +212,61 @@ fn a_subject_column_that_is_null_or_no_token_is_a_bad_row() {
         );
     }
 }
+
+fn traced(columns: ColumnMapping) -> Arc<OutboxTable> {
+    let config = OutboxTableConfig {
+        columns,
+        ..OutboxTableConfig::new("shop.outbox", "a.{type}")
+    };
+    Arc::new(OutboxTable::from_config(&config).unwrap())
+}
+
+#[test]
+fn mapped_trace_columns_become_traceparent_and_tracestate_headers() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let t = traced(ColumnMapping {
+        traceparent: Some("created_at".into()),
+        tracestate: Some("tenant".into()),
+        ..ColumnMapping::default()
+    });
+    let r = t.resolve(&columns()).unwrap();
+    let mut cells = row("Order");
+    cells[5] = Cell::Text(PARENT.into());
+    cells[6] = Cell::Text("rojo=1".into());
+    let e = r.event(cells, pos(), 0).unwrap();
+    let h: Vec<(&str, &str)> = e.headers.iter().map(|(n, v)| (&**n, v.as_str())).collect();
+    assert_eq!(h, [("traceparent", PARENT), ("tracestate", "rojo=1")]);
+    // NULL: no header.
+    let mut cells = row("Order");
+    cells[5] = Cell::Null;
+    assert!(r.event(cells, pos(), 0).unwrap().headers.is_empty());
+    // Invalid: a bad row saying why.
+    let mut cells = row("Order");
+    cells[5] = Cell::Text(PARENT.to_uppercase());
+    let err = r.event(cells, pos(), 0).unwrap_err();
+    assert!(err.reason.contains("not a W3C traceparent"), "{err}");
+}
+
+#[test]
+fn debeziums_span_context_column_becomes_the_trace_headers() {
+    let t = traced(ColumnMapping {
+        tracing_span_context: Some("tenant".into()),
+        ..ColumnMapping::default()
+    });
+    let r = t.resolve(&columns()).unwrap();
+    let mut cells = row("Order");
+    cells[6] = Cell::Text(
+        "#Thu Jan 01\ntraceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n".into(),
+    );
+    let e = r.event(cells, pos(), 0).unwrap();
+    assert_eq!(&*e.headers[0].0, "traceparent");
+    let mut cells = row("Order");
+    cells[6] =
+        Cell::Text("traceparent=00-00000000000000000000000000000000-00f067aa0ba902b7-01".into());
+    assert!(
+        r.event(cells, pos(), 0)
+            .unwrap_err()
+            .reason
+            .contains("all zeros")
+    );
+}

@@ -25,5 +25,6 @@ mod routing;
 mod runtime_changes;
 mod server_settings;
 mod tls_auth;
+mod trace_context;
 mod types;
 mod xa;
