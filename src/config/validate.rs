@@ -204,6 +204,7 @@ impl OutboxTableConfig {
                 "{at}.columns.tracestate: a tracestate means nothing without a traceparent; map columns.traceparent too"
             ));
         }
+        self.validate_envelope(at, problems);
         let traced = columns.traceparent.is_some() || columns.tracing_span_context.is_some();
         for (header, column) in &self.headers {
             if traced && TRACE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(header)) {
@@ -222,6 +223,48 @@ impl OutboxTableConfig {
             }
             if column.trim().is_empty() {
                 problems.push(format!("{at}.headers.{header}: column name is empty"));
+            }
+        }
+    }
+}
+
+impl OutboxTableConfig {
+    /// `envelope`, `cloudevents_source`, `content_type`.
+    fn validate_envelope(&self, at: &str, problems: &mut Vec<String>) {
+        use crate::outbox::cloudevents;
+        let cloudevents = self.envelope == EnvelopeKind::Cloudevents;
+        for (key, set) in [
+            ("cloudevents_source", self.cloudevents_source.is_some()),
+            ("content_type", self.content_type.is_some()),
+        ] {
+            if set && !cloudevents {
+                problems.push(format!(
+                    "{at}.{key}: only used with envelope = \"cloudevents\"; set that too or remove it"
+                ));
+            }
+        }
+        if let Some(source) = &self.cloudevents_source
+            && !cloudevents::valid_source(source)
+        {
+            problems.push(format!(
+                "{at}.cloudevents_source: {source:?} is not a URI-reference (non-empty, no spaces), e.g. \"https://example.com/shop\" or \"/shop/outbox\""
+            ));
+        }
+        if let Some(ct) = &self.content_type
+            && !cloudevents::valid_content_type(ct)
+        {
+            problems.push(format!(
+                "{at}.content_type: {ct:?} is not a media type like \"application/json\""
+            ));
+        }
+        if cloudevents {
+            for header in self.headers.keys() {
+                let lower = header.to_ascii_lowercase();
+                if lower.starts_with("ce-") || lower == cloudevents::CONTENT_TYPE {
+                    problems.push(format!(
+                        "{at}.headers.{header}: the CloudEvents envelope sets ce-* and content-type headers; choose another name"
+                    ));
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::config::OutboxTableConfig;
 pub use crate::position::RowPosition;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
 
+pub mod cloudevents;
 mod resolved;
 pub mod trace;
 
@@ -65,6 +66,8 @@ pub struct OutboxTable {
     pub dead_letter: Option<Arc<str>>,
     pub config: OutboxTableConfig,
     pub subject: SubjectTemplate,
+    /// CloudEvents attributes, with `envelope = "cloudevents"`.
+    pub envelope: Option<cloudevents::Envelope>,
 }
 
 /// The table lacks a column the mapping needs.
@@ -101,6 +104,13 @@ impl OutboxTable {
             dead_letter: (config.on_bad_row == crate::config::BadRowPolicy::DeadLetter)
                 .then(|| config.dead_letter_subject.as_str().into()),
             subject: SubjectTemplate::parse(&config.subject)?,
+            envelope: (config.envelope == crate::config::EnvelopeKind::Cloudevents).then(|| {
+                let source = config
+                    .cloudevents_source
+                    .clone()
+                    .unwrap_or_else(|| cloudevents::default_source(schema, table));
+                cloudevents::Envelope::new(&source, config.content_type.as_deref())
+            }),
             config: config.clone(),
         })
     }

@@ -176,6 +176,14 @@ impl ResolvedTable {
             .iter()
             .map(|&i| cells[i].render())
             .collect();
+        let mut headers = headers;
+        if let Some(envelope) = &self.table.envelope {
+            let json = self.payload_json || matches!(cells[self.payload], Cell::Json(_));
+            let ce = envelope
+                .headers(&id, &event_type, timestamp.as_deref(), json)
+                .map_err(|e| row.bad(e))?;
+            headers.extend(ce);
+        }
         let payload = self.payload_of(&mut cells, &row)?;
         let mut event = OutboxEvent {
             id,

@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_rows;
+mod cloudevents;
 mod crash;
 mod crash_paths;
 mod delivery;
