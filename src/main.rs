@@ -55,6 +55,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the TOML equivalent of a Debezium MySQL connector with the outbox event router
+    /// (Debezium Server's application.properties or a Kafka Connect properties file); what
+    /// is not needed or not supported is listed as comments and on stderr.
+    FromDebezium {
+        /// The Debezium properties file.
+        file: PathBuf,
+    },
 }
 
 #[global_allocator]
@@ -66,8 +73,13 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_format);
-    let (Command::Run { config, .. } | Command::Check { config } | Command::Status { config, .. }) =
-        &cli.command;
+    let config = match &cli.command {
+        Command::Run { config, .. }
+        | Command::Check { config }
+        | Command::Status { config, .. } => config,
+        // Converts a file; needs no config of its own.
+        Command::FromDebezium { file } => return from_debezium(file),
+    };
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -86,8 +98,34 @@ fn main() -> ExitCode {
             Command::Run {
                 reset_checkpoint, ..
             } => run(config, pipeline::RunOptions { reset_checkpoint }).await,
+            Command::FromDebezium { .. } => unreachable!("handled before the config is loaded"),
         }
     })
+}
+
+/// `from-debezium`: the TOML on stdout, each property's verdict on stderr.
+#[allow(clippy::print_stdout)]
+fn from_debezium(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match binlog_outbox::debezium::convert(&text) {
+        Ok(conversion) => {
+            for note in &conversion.notes {
+                eprintln!("{note}");
+            }
+            print!("{}", conversion.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 /// The `check` command's report goes to stdout, for the operator.

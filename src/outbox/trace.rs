@@ -44,12 +44,7 @@ pub fn from_columns(
 pub fn from_span_context(text: &str) -> Result<Option<TraceContext>, String> {
     let mut traceparent = None;
     let mut tracestate = None;
-    for line in text.lines() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with(['#', '!']) {
-            continue;
-        }
-        let (key, value) = split_property(line);
+    for (key, value) in crate::properties::parse(text) {
         match key.as_str() {
             TRACEPARENT => traceparent = Some(value),
             TRACESTATE => tracestate = Some(value),
@@ -58,55 +53,6 @@ pub fn from_span_context(text: &str) -> Result<Option<TraceContext>, String> {
     }
     from_columns(traceparent, tracestate)
         .map_err(|e| format!("{e} (in the span context's properties)"))
-}
-
-/// One Properties line as (key, value): the key ends at the first unescaped `=`, `:` or
-/// whitespace; escapes are undone in both.
-fn split_property(line: &str) -> (String, String) {
-    let mut key = String::new();
-    let mut chars = line.chars();
-    let mut escaped = false;
-    for c in chars.by_ref() {
-        match (escaped, c) {
-            (true, c) => {
-                key.push(unescape(c));
-                escaped = false;
-            }
-            (false, '\\') => escaped = true,
-            (false, '=' | ':') => break,
-            (false, c) if c.is_whitespace() => break,
-            (false, c) => key.push(c),
-        }
-    }
-    let rest: String = chars.collect();
-    let rest = rest.trim_start();
-    let rest = rest
-        .strip_prefix(['=', ':'])
-        .map(str::trim_start)
-        .unwrap_or(rest);
-    let mut value = String::new();
-    let mut escaped = false;
-    for c in rest.trim_end().chars() {
-        match (escaped, c) {
-            (true, c) => {
-                value.push(unescape(c));
-                escaped = false;
-            }
-            (false, '\\') => escaped = true,
-            (false, c) => value.push(c),
-        }
-    }
-    (key, value)
-}
-
-fn unescape(c: char) -> char {
-    match c {
-        't' => '\t',
-        'n' => '\n',
-        'r' => '\r',
-        'f' => '\x0c',
-        other => other,
-    }
 }
 
 /// Checks a traceparent: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` (later

@@ -9,6 +9,7 @@ mod bad_rows;
 mod cloudevents;
 mod crash;
 mod crash_paths;
+mod debezium;
 mod delivery;
 mod demo;
 mod errors;
