@@ -7,6 +7,7 @@ mod support;
 
 mod bad_rows;
 mod cloudevents;
+mod compose;
 mod crash;
 mod crash_paths;
 mod debezium;
