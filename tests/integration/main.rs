@@ -14,6 +14,7 @@ mod debezium;
 mod delivery;
 mod demo;
 mod errors;
+mod examples;
 mod filtering;
 mod gtid;
 mod history;
