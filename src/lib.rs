@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod position;
 pub mod properties;
 pub mod publish;
+pub mod replay;
 pub mod route;
 pub mod secret;
 pub mod source;

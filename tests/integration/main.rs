@@ -24,6 +24,7 @@ mod observe;
 mod ordering;
 mod privileges;
 mod recovery;
+mod replay;
 mod restart;
 mod routing;
 mod runtime_changes;
