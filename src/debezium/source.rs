@@ -32,6 +32,7 @@ pub fn apply(
             t.user = value.to_owned();
             notes.add(key, Mapped, "source.url");
         }
+        "database.password" if value.contains("${") => notes.add(key, NotSupported, "a placeholder for the environment: left out of source.url; set the whole URL with its password in BINLOG_OUTBOX__SOURCE__URL"),
         "database.password" => {
             t.password = Some(value.to_owned());
             notes.add(key, Mapped, "source.url (or set BINLOG_OUTBOX__SOURCE__URL in the environment instead)");

@@ -159,6 +159,20 @@ transforms.outbox.table.op.invalid.behavior=fatal
         c.toml
             .contains("path = \"state/outbox-connector.checkpoint\"")
     );
+    // Debezium Server's environment placeholders are not passwords.
+    let placeholder = format!("{text}database.password=${{DB_PASSWORD}}\n");
+    let c = convert(&placeholder).unwrap();
+    assert!(
+        load(&c.toml)
+            .source
+            .url
+            .expose()
+            .starts_with("mysql://cdc@db:3306")
+    );
+    assert!(
+        c.notes.iter().any(|n| n.property == "database.password"
+            && n.reason.contains("BINLOG_OUTBOX__SOURCE__URL"))
+    );
 }
 
 #[test]
