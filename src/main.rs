@@ -55,6 +55,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish the outbox rows found in archived binlog files, with the ids and positions of
+    /// the live path (JetStream's dedup drops what the stream already holds).
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Binlog files, in binlog order.
+        #[arg(long, required = true, num_args = 1..)]
+        binlog: Vec<PathBuf>,
+    },
+    /// Print the TOML equivalent of a Debezium MySQL connector with the outbox event router
+    /// (Debezium Server's application.properties or a Kafka Connect properties file); what
+    /// is not needed or not supported is listed as comments and on stderr.
+    FromDebezium {
+        /// The Debezium properties file.
+        file: PathBuf,
+    },
 }
 
 #[global_allocator]
@@ -66,8 +82,14 @@ const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_format);
-    let (Command::Run { config, .. } | Command::Check { config } | Command::Status { config, .. }) =
-        &cli.command;
+    let config = match &cli.command {
+        Command::Run { config, .. }
+        | Command::Check { config }
+        | Command::Status { config, .. }
+        | Command::Replay { config, .. } => config,
+        // Converts a file; needs no config of its own.
+        Command::FromDebezium { file } => return from_debezium(file),
+    };
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -86,8 +108,57 @@ fn main() -> ExitCode {
             Command::Run {
                 reset_checkpoint, ..
             } => run(config, pipeline::RunOptions { reset_checkpoint }).await,
+            Command::Replay { binlog, .. } => replay(&config, &binlog).await,
+            Command::FromDebezium { .. } => unreachable!("handled before the config is loaded"),
         }
     })
+}
+
+/// `from-debezium`: the TOML on stdout, each property's verdict on stderr.
+#[allow(clippy::print_stdout)]
+fn from_debezium(file: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match binlog_outbox::debezium::convert(&text) {
+        Ok(conversion) => {
+            for note in &conversion.notes {
+                eprintln!("{note}");
+            }
+            print!("{}", conversion.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `replay`: a summary on stdout; errors as `run` reports them.
+#[allow(clippy::print_stdout)]
+async fn replay(config: &Config, files: &[PathBuf]) -> ExitCode {
+    match binlog_outbox::replay::replay(config, files).await {
+        Ok(s) => {
+            println!(
+                "replayed {} events from {} files: {} stored, {} already in the stream",
+                s.events, s.files, s.stored, s.duplicates
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            if e.is_configuration() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// The `check` command's report goes to stdout, for the operator.

@@ -56,7 +56,7 @@ proptest! {
         created in value(),
         payload in proptest::collection::vec(any::<u8>(), 0..64),
     ) {
-        for template in ["outbox.event.{aggregatetype}", "x.{type}.{aggregateid}", "t-{id}.{aggregatetype}"] {
+        for template in ["outbox.event.{aggregatetype}", "x.{type}.{aggregateid}", "t-{id}.{aggregatetype}", "t.{tenant}.{column:created}"] {
             let resolved = table(template).resolve(&columns()).unwrap();
             let cells = vec![
                 Cell::Bytes(id.clone()),

@@ -2,8 +2,12 @@
 //!
 //! A template such as `outbox.event.{aggregatetype}` is parsed once at start. Placeholders name
 //! fields of the event: `{id}`, `{aggregatetype}`, `{aggregateid}`, `{type}`, `{schema}`,
-//! `{table}`. Each rendered value must be a single valid NATS subject token (non-empty, no
-//! whitespace, no `.`, `*` or `>`); a value that is not is bad input and rendering fails with
+//! `{table}` (the mapped columns, whatever their names), or any column of the outbox row:
+//! `{column:NAME}`, or plain `{NAME}` when NAME is not one of the fields. Column placeholders
+//! are checked against the table's real columns when its table map is resolved (and by
+//! preflight), not here: the template does not know the table. Each rendered value must be a
+//! single valid NATS subject token (non-empty, no whitespace, no `.`, `*` or `>`; a NULL
+//! column is no token either); a value that is not is bad input and rendering fails with
 //! [`SubjectError`] rather than publishing to a subject nobody expects.
 //!
 //! [`SubjectTemplate::filter`] gives the wildcard subject that covers everything the template
@@ -48,12 +52,33 @@ impl SubjectField {
 /// The values a template can use, borrowed from the event being routed.
 pub trait SubjectValues {
     fn subject_value(&self, field: SubjectField) -> &str;
+
+    /// The value of the template's column placeholder number `slot` (the order of
+    /// [`SubjectTemplate::columns`]); `None` when the column is NULL (or unknown).
+    fn column_value(&self, slot: usize) -> Option<&str> {
+        let _ = slot;
+        None
+    }
 }
+
+/// Prefix of a placeholder that names a column explicitly: `{column:tenant}`.
+pub const COLUMN_PREFIX: &str = "column:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
     Field(SubjectField),
+    /// Index into [`SubjectTemplate::columns`].
+    Column(usize),
+}
+
+/// A column placeholder of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnPlaceholder {
+    /// The column's name, as written (matched case-insensitively, as MySQL does).
+    pub column: String,
+    /// The placeholder as written in the template, e.g. `{tenant}`, for error messages.
+    pub token: String,
 }
 
 /// A parsed subject template.
@@ -61,6 +86,7 @@ enum Part {
 pub struct SubjectTemplate {
     source: String,
     parts: Vec<Part>,
+    columns: Vec<ColumnPlaceholder>,
 }
 
 /// Why a subject template is not usable.
@@ -75,7 +101,8 @@ pub struct TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} value {value:?} cannot be used in subject template {template:?}: {reason}")]
 pub struct SubjectError {
-    pub field: &'static str,
+    /// The field (`aggregatetype`) or column (``column `tenant` ``) the value came from.
+    pub field: String,
     pub value: String,
     pub template: String,
     pub reason: &'static str,
@@ -91,6 +118,7 @@ impl SubjectTemplate {
             return Err(fail("it is empty".into()));
         }
         let mut parts = Vec::new();
+        let mut columns: Vec<ColumnPlaceholder> = Vec::new();
         let mut rest = template;
         while !rest.is_empty() {
             match rest.find('{') {
@@ -99,14 +127,25 @@ impl SubjectTemplate {
                         .find('}')
                         .ok_or_else(|| fail("'{' without a closing '}'".into()))?;
                     let name = &rest[1..close];
-                    let field = SubjectField::from_name(name).ok_or_else(|| {
-                        let known: Vec<_> = SubjectField::ALL.iter().map(|(n, _)| *n).collect();
-                        fail(format!(
-                            "unknown placeholder {{{name}}}; known: {}",
-                            known.join(", ")
-                        ))
-                    })?;
-                    parts.push(Part::Field(field));
+                    parts.push(match placeholder(name).map_err(fail)? {
+                        Placeholder::Field(field) => Part::Field(field),
+                        Placeholder::Column(column) => {
+                            let slot = match columns
+                                .iter()
+                                .position(|c| c.column.eq_ignore_ascii_case(column))
+                            {
+                                Some(slot) => slot,
+                                None => {
+                                    columns.push(ColumnPlaceholder {
+                                        column: column.to_owned(),
+                                        token: format!("{{{name}}}"),
+                                    });
+                                    columns.len() - 1
+                                }
+                            };
+                            Part::Column(slot)
+                        }
+                    });
                     rest = &rest[close + 1..];
                 }
                 found => {
@@ -123,6 +162,7 @@ impl SubjectTemplate {
         let parsed = Self {
             source: template.to_owned(),
             parts,
+            columns,
         };
         for part in &parsed.parts {
             if let Part::Literal(lit) = part
@@ -144,6 +184,12 @@ impl SubjectTemplate {
         &self.source
     }
 
+    /// The column placeholders, each column once, in the order of their first use: slot `i`
+    /// of [`SubjectValues::column_value`] is `columns()[i]`.
+    pub fn columns(&self) -> &[ColumnPlaceholder] {
+        &self.columns
+    }
+
     /// The subject filter covering every subject this template can render: each token that
     /// contains a placeholder becomes `*`.
     pub fn filter(&self) -> String {
@@ -161,7 +207,7 @@ impl SubjectTemplate {
         };
         for part in &self.parts {
             match part {
-                Part::Field(_) => token_has_field = true,
+                Part::Field(_) | Part::Column(_) => token_has_field = true,
                 Part::Literal(lit) => {
                     let mut pieces = lit.split('.');
                     if let Some(first) = pieces.next() {
@@ -188,13 +234,26 @@ impl SubjectTemplate {
                     let value = values.subject_value(*field);
                     if let Err(reason) = check_token(value) {
                         return Err(SubjectError {
-                            field: field.name(),
+                            field: field.name().to_owned(),
                             value: value.to_owned(),
                             template: self.source.clone(),
                             reason,
                         });
                     }
                     subject.push_str(value);
+                }
+                Part::Column(slot) => {
+                    let value = values.column_value(*slot);
+                    let checked = value.ok_or("the column is NULL").and_then(check_token);
+                    if let Err(reason) = checked {
+                        return Err(SubjectError {
+                            field: format!("column `{}`", self.columns[*slot].column),
+                            value: value.unwrap_or("NULL").to_owned(),
+                            template: self.source.clone(),
+                            reason,
+                        });
+                    }
+                    subject.push_str(value.unwrap_or_default());
                 }
             }
         }
@@ -205,6 +264,43 @@ impl SubjectTemplate {
 impl fmt::Display for SubjectTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
+    }
+}
+
+enum Placeholder<'a> {
+    Field(SubjectField),
+    Column(&'a str),
+}
+
+/// What the text between `{` and `}` names: `column:NAME` a column; a field's name that
+/// field; any other identifier a column of that name.
+fn placeholder(name: &str) -> Result<Placeholder<'_>, String> {
+    let known = || {
+        let fields: Vec<_> = SubjectField::ALL.iter().map(|(n, _)| *n).collect();
+        format!(
+            "fields: {}; or any column of the table as {{NAME}} or {{{COLUMN_PREFIX}NAME}}",
+            fields.join(", ")
+        )
+    };
+    if let Some(column) = name.strip_prefix(COLUMN_PREFIX) {
+        if column.is_empty() || column.contains('{') {
+            return Err(format!(
+                "placeholder {{{name}}} names no column; {}",
+                known()
+            ));
+        }
+        return Ok(Placeholder::Column(column));
+    }
+    if let Some(field) = SubjectField::from_name(name) {
+        return Ok(Placeholder::Field(field));
+    }
+    let identifier = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    match identifier {
+        true => Ok(Placeholder::Column(name)),
+        false => Err(format!("unknown placeholder {{{name}}}; {}", known())),
     }
 }
 
@@ -260,80 +356,4 @@ pub fn subjects_overlap(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Ev(&'static str, &'static str);
-    impl SubjectValues for Ev {
-        fn subject_value(&self, field: SubjectField) -> &str {
-            match field {
-                SubjectField::AggregateType => self.0,
-                SubjectField::EventType => self.1,
-                SubjectField::Schema => "shop",
-                SubjectField::Table => "outbox",
-                _ => "x",
-            }
-        }
-    }
-
-    #[test]
-    fn renders_placeholders_with_event_values() {
-        let t = SubjectTemplate::parse("outbox.{schema}.{aggregatetype}.{type}").unwrap();
-        assert_eq!(
-            t.render(&Ev("Order", "OrderPlaced")).unwrap(),
-            "outbox.shop.Order.OrderPlaced"
-        );
-        assert_eq!(t.filter(), "outbox.*.*.*");
-    }
-
-    #[test]
-    fn placeholder_inside_a_token_makes_the_whole_token_a_wildcard() {
-        let t = SubjectTemplate::parse("ev.agg-{aggregatetype}.all").unwrap();
-        assert_eq!(t.render(&Ev("User", "t")).unwrap(), "ev.agg-User.all");
-        assert_eq!(t.filter(), "ev.*.all");
-    }
-
-    #[test]
-    fn values_that_would_break_the_subject_are_rejected() {
-        let t = SubjectTemplate::parse("outbox.event.{aggregatetype}").unwrap();
-        for bad in ["", "a b", "a.b", "*", "a>", "tab\there"] {
-            let err = t.render(&Ev(bad, "t")).unwrap_err();
-            assert_eq!(err.field, "aggregatetype");
-            assert_eq!(err.value, bad);
-        }
-    }
-
-    #[test]
-    fn malformed_templates_are_rejected() {
-        for bad in [
-            "", "a..b", ".a", "a.", "a.{nope}", "a.{type", "a.type}", "a.*", "a.>", "a b",
-        ] {
-            assert!(
-                SubjectTemplate::parse(bad).is_err(),
-                "{bad} should be rejected"
-            );
-        }
-    }
-
-    #[test]
-    fn overlap_follows_nats_wildcard_rules() {
-        assert!(subjects_overlap("a.*", "a.b"));
-        assert!(subjects_overlap("a.>", "a.b.c"));
-        assert!(subjects_overlap("*.b", "a.*"));
-        assert!(!subjects_overlap("shop.*", "billing.*"));
-        assert!(!subjects_overlap("a.*", "a.b.c"));
-        assert!(!subjects_overlap("a.b", "a.c"));
-    }
-
-    #[test]
-    fn coverage_follows_nats_wildcard_rules() {
-        assert!(subject_covers("outbox.>", "outbox.event.*"));
-        assert!(subject_covers("outbox.event.*", "outbox.event.*"));
-        assert!(subject_covers("outbox.*.*", "outbox.event.*"));
-        assert!(subject_covers(">", "a.b"));
-        assert!(!subject_covers("outbox.event.User", "outbox.event.*"));
-        assert!(!subject_covers("outbox.event", "outbox.event.*"));
-        assert!(!subject_covers("outbox.event.*", "outbox.event.*.x"));
-        assert!(!subject_covers("other.>", "outbox.event.*"));
-    }
-}
+mod tests;

@@ -6,7 +6,6 @@
 //! `"007"` in a string field). Unknown keys and wrong types are errors naming the key;
 //! [`Config::validate`] then reports every semantic problem at once with its field path.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -87,124 +86,6 @@ pub struct SourceConfig {
     /// file or a client certificate).
     #[serde(default)]
     pub tls: Option<SourceTlsConfig>,
-}
-
-/// One outbox table and how its rows become messages.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxTableConfig {
-    /// `schema.table`.
-    pub table: String,
-    /// Subject template; see [`crate::route`].
-    #[serde(default = "default_subject")]
-    pub subject: String,
-    #[serde(default)]
-    pub columns: ColumnMapping,
-    /// Extra message headers: header name → column name.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Stream for this table's events; `nats.stream` when unset.
-    #[serde(default)]
-    pub stream: Option<String>,
-    /// What to do with a row that cannot become a message.
-    #[serde(default)]
-    pub on_bad_row: BadRowPolicy,
-    /// Where `dead_letter` sends bad rows (in this table's stream).
-    #[serde(default = "default_dead_letter_subject")]
-    pub dead_letter_subject: String,
-}
-
-/// Policy for rows that cannot become a message (NULL or empty payload, NULL id, a value that
-/// makes an invalid subject or header, a message above the server's max_payload).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BadRowPolicy {
-    /// Stop with an error naming table, id and position; nothing is checkpointed past the row.
-    #[default]
-    Fail,
-    /// Publish the row to `dead_letter_subject` with the reason in a header, then continue.
-    DeadLetter,
-}
-
-impl BadRowPolicy {
-    /// The policy as written in the config (a metric label).
-    pub fn label(self) -> &'static str {
-        match self {
-            BadRowPolicy::Fail => "fail",
-            BadRowPolicy::DeadLetter => "dead_letter",
-        }
-    }
-}
-
-/// Dead-letter subject unless configured.
-pub const DEFAULT_DEAD_LETTER_SUBJECT: &str = "outbox.deadletter";
-
-fn default_dead_letter_subject() -> String {
-    DEFAULT_DEAD_LETTER_SUBJECT.into()
-}
-
-impl OutboxTableConfig {
-    /// A table with every optional setting at its default.
-    pub fn new(table: &str, subject: &str) -> Self {
-        Self {
-            table: table.into(),
-            subject: subject.into(),
-            columns: ColumnMapping::default(),
-            headers: BTreeMap::new(),
-            stream: None,
-            on_bad_row: BadRowPolicy::default(),
-            dead_letter_subject: default_dead_letter_subject(),
-        }
-    }
-
-    /// `(schema, table)` from `schema.table`; `None` if malformed (reported by `validate`).
-    pub fn schema_and_table(&self) -> Option<(&str, &str)> {
-        let (schema, table) = self.table.split_once('.')?;
-        (!schema.is_empty() && !table.is_empty() && !table.contains('.')).then_some((schema, table))
-    }
-}
-
-/// Which column holds which part of the event. Defaults are Debezium's outbox column names.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ColumnMapping {
-    pub id: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub event_type: String,
-    pub payload: String,
-    /// Optional: a TIMESTAMP/DATETIME column sent as the `Outbox-Timestamp` header.
-    pub timestamp: Option<String>,
-}
-
-impl Default for ColumnMapping {
-    fn default() -> Self {
-        Self {
-            id: "id".into(),
-            aggregate_type: "aggregatetype".into(),
-            aggregate_id: "aggregateid".into(),
-            event_type: "type".into(),
-            payload: "payload".into(),
-            timestamp: None,
-        }
-    }
-}
-
-impl ColumnMapping {
-    /// `(field name, column)` for every mapped column, for checks and error messages.
-    pub fn mapped(&self) -> Vec<(&'static str, &str)> {
-        let mut v = vec![
-            ("id", self.id.as_str()),
-            ("aggregate_type", self.aggregate_type.as_str()),
-            ("aggregate_id", self.aggregate_id.as_str()),
-            ("event_type", self.event_type.as_str()),
-            ("payload", self.payload.as_str()),
-        ];
-        if let Some(ts) = &self.timestamp {
-            v.push(("timestamp", ts.as_str()));
-        }
-        v
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -382,7 +263,10 @@ impl Config {
 }
 
 mod checkpoint;
+#[cfg(test)]
+mod ecosystem_tests;
 mod http;
+mod outbox;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -394,6 +278,9 @@ pub use checkpoint::{
     DEFAULT_LEASE_MS, FileCheckpointConfig, HaConfig, NatsCheckpointConfig,
 };
 pub use http::HttpConfig;
+pub use outbox::{
+    BadRowPolicy, ColumnMapping, DEFAULT_DEAD_LETTER_SUBJECT, EnvelopeKind, OutboxTableConfig,
+};
 pub use start::StartPosition;
 pub use tls::{NatsTlsConfig, SourceTlsConfig, SourceTlsMode};
 pub use validate::{HEARTBEAT_MS, MIN_DUPLICATE_WINDOW_MS};

@@ -2,7 +2,7 @@
 use super::*;
 use crate::position::BinlogPosition;
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
     [source]
     url = "mysql://cdc:secret@127.0.0.1:3306"
     server_id = 4201
@@ -18,7 +18,7 @@ const MINIMAL: &str = r#"
     path = "state/shop.checkpoint"
 "#;
 
-fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, toml).unwrap();
@@ -108,7 +108,7 @@ fn validate_reports_every_problem_with_its_path() {
         .replace("server_id = 4201", "server_id = 0")
         .replace(
             "table = \"shop.outbox\"",
-            "table = \"outbox\"\nsubject = \"a.{nope}\"",
+            "table = \"outbox\"\nsubject = \"a.{no pe}\"",
         )
         .replace("stream = \"OUTBOX\"", "stream = \"a.b\"\nack_window = 9000");
     let err = load(&toml, &[]).unwrap_err().to_string();

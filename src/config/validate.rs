@@ -192,7 +192,27 @@ impl OutboxTableConfig {
                 problems.push(format!("{at}.columns.{field}: column name is empty"));
             }
         }
+        let columns = &self.columns;
+        if columns.tracing_span_context.is_some()
+            && (columns.traceparent.is_some() || columns.tracestate.is_some())
+        {
+            problems.push(format!(
+                "{at}.columns.tracing_span_context: the span context holds traceparent and tracestate already; map either it or columns.traceparent / columns.tracestate"
+            ));
+        }
+        if columns.tracestate.is_some() && columns.traceparent.is_none() {
+            problems.push(format!(
+                "{at}.columns.tracestate: a tracestate means nothing without a traceparent; map columns.traceparent too"
+            ));
+        }
+        self.validate_envelope(at, problems);
+        let traced = columns.traceparent.is_some() || columns.tracing_span_context.is_some();
         for (header, column) in &self.headers {
+            if traced && TRACE_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(header)) {
+                problems.push(format!(
+                    "{at}.headers.{header}: the mapped trace context sets this header; remove it from [outbox.headers]"
+                ));
+            }
             if !is_valid_header_name(header) {
                 problems.push(format!(
                     "{at}.headers.{header}: not a valid header name (letters, digits and '-')"
@@ -208,6 +228,54 @@ impl OutboxTableConfig {
         }
     }
 }
+
+impl OutboxTableConfig {
+    /// `envelope`, `cloudevents_source`, `content_type`.
+    fn validate_envelope(&self, at: &str, problems: &mut Vec<String>) {
+        use crate::outbox::cloudevents;
+        let cloudevents = self.envelope == EnvelopeKind::Cloudevents;
+        for (key, set) in [
+            ("cloudevents_source", self.cloudevents_source.is_some()),
+            ("content_type", self.content_type.is_some()),
+        ] {
+            if set && !cloudevents {
+                problems.push(format!(
+                    "{at}.{key}: only used with envelope = \"cloudevents\"; set that too or remove it"
+                ));
+            }
+        }
+        if let Some(source) = &self.cloudevents_source
+            && !cloudevents::valid_source(source)
+        {
+            problems.push(format!(
+                "{at}.cloudevents_source: {source:?} is not a URI-reference (non-empty, no spaces), e.g. \"https://example.com/shop\" or \"/shop/outbox\""
+            ));
+        }
+        if let Some(ct) = &self.content_type
+            && !cloudevents::valid_content_type(ct)
+        {
+            problems.push(format!(
+                "{at}.content_type: {ct:?} is not a media type like \"application/json\""
+            ));
+        }
+        if cloudevents {
+            for header in self.headers.keys() {
+                let lower = header.to_ascii_lowercase();
+                if lower.starts_with("ce-") || lower == cloudevents::CONTENT_TYPE {
+                    problems.push(format!(
+                        "{at}.headers.{header}: the CloudEvents envelope sets ce-* and content-type headers; choose another name"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Headers the trace context columns set.
+const TRACE_HEADERS: [&str; 2] = [
+    crate::outbox::trace::TRACEPARENT,
+    crate::outbox::trace::TRACESTATE,
+];
 
 /// A timeout of 0 would give up before anything could answer.
 fn positive(path: &str, value: u64, problems: &mut Vec<String>) {

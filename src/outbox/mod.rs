@@ -14,9 +14,11 @@ use crate::config::OutboxTableConfig;
 pub use crate::position::RowPosition;
 use crate::route::{SubjectField, SubjectTemplate, SubjectValues};
 
+pub mod cloudevents;
 mod resolved;
+pub mod trace;
 
-pub use resolved::ResolvedTable;
+pub use resolved::{ResolvedTable, TraceColumns};
 
 /// One outbox row, ready to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +66,8 @@ pub struct OutboxTable {
     pub dead_letter: Option<Arc<str>>,
     pub config: OutboxTableConfig,
     pub subject: SubjectTemplate,
+    /// CloudEvents attributes, with `envelope = "cloudevents"`.
+    pub envelope: Option<cloudevents::Envelope>,
 }
 
 /// The table lacks a column the mapping needs.
@@ -100,6 +104,13 @@ impl OutboxTable {
             dead_letter: (config.on_bad_row == crate::config::BadRowPolicy::DeadLetter)
                 .then(|| config.dead_letter_subject.as_str().into()),
             subject: SubjectTemplate::parse(&config.subject)?,
+            envelope: (config.envelope == crate::config::EnvelopeKind::Cloudevents).then(|| {
+                let source = config
+                    .cloudevents_source
+                    .clone()
+                    .unwrap_or_else(|| cloudevents::default_source(schema, table));
+                cloudevents::Envelope::new(&source, config.content_type.as_deref())
+            }),
             config: config.clone(),
         })
     }
@@ -125,6 +136,12 @@ impl OutboxTable {
             .collect();
         for (header, col) in &self.config.headers {
             cols.push((format!("header {header}"), col.as_str()));
+        }
+        for placeholder in self.subject.columns() {
+            cols.push((
+                format!("subject token {}", placeholder.token),
+                placeholder.column.as_str(),
+            ));
         }
         cols
     }
@@ -161,6 +178,29 @@ impl OutboxTable {
                 .iter()
                 .map(|(h, c)| Ok((Arc::from(h.as_str()), find(&format!("header {h}"), c)?)))
                 .collect::<Result<_, MappingError>>()?,
+            trace: TraceColumns {
+                traceparent: m
+                    .traceparent
+                    .as_deref()
+                    .map(|c| find("traceparent", c))
+                    .transpose()?,
+                tracestate: m
+                    .tracestate
+                    .as_deref()
+                    .map(|c| find("tracestate", c))
+                    .transpose()?,
+                span_context: m
+                    .tracing_span_context
+                    .as_deref()
+                    .map(|c| find("tracing_span_context", c))
+                    .transpose()?,
+            },
+            subject_columns: self
+                .subject
+                .columns()
+                .iter()
+                .map(|p| find(&format!("subject token {}", p.token), &p.column))
+                .collect::<Result<_, MappingError>>()?,
             payload_json: false,
         })
     }
@@ -170,6 +210,23 @@ impl OutboxTable {
 /// derived, so that a replay does not store it twice.
 pub fn dead_letter_id(base: &str) -> String {
     format!("{base}:dead-letter")
+}
+
+/// An event with the values of its template's column placeholders, for routing.
+pub(crate) struct Routed<'a> {
+    pub event: &'a OutboxEvent,
+    /// Rendered values of the template's column placeholders, by slot (`None`: NULL).
+    pub columns: &'a [Option<String>],
+}
+
+impl SubjectValues for Routed<'_> {
+    fn subject_value(&self, field: SubjectField) -> &str {
+        self.event.subject_value(field)
+    }
+
+    fn column_value(&self, slot: usize) -> Option<&str> {
+        self.columns.get(slot)?.as_deref()
+    }
 }
 
 impl SubjectValues for OutboxEvent {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{BadRow, OutboxEvent, OutboxTable, dead_letter_id};
+use super::{BadRow, OutboxEvent, OutboxTable, Routed, dead_letter_id, trace};
 use crate::cell::Cell;
 use crate::position::RowPosition;
 
@@ -21,9 +21,45 @@ pub struct ResolvedTable {
     pub(super) payload: usize,
     pub(super) timestamp: Option<usize>,
     pub(super) headers: Vec<(Arc<str>, usize)>,
+    pub(super) trace: TraceColumns,
+    /// Column indexes of the subject template's column placeholders, by slot.
+    pub(super) subject_columns: Vec<usize>,
     /// The payload column is declared JSON: a payload that is not valid JSON is a bad row.
     pub(super) payload_json: bool,
 }
+
+/// Column indexes of the trace context, when mapped.
+#[derive(Debug, Clone, Default)]
+pub struct TraceColumns {
+    pub traceparent: Option<usize>,
+    pub tracestate: Option<usize>,
+    /// Debezium's `tracingspancontext` (Java Properties text).
+    pub span_context: Option<usize>,
+}
+
+impl TraceColumns {
+    fn indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        [self.traceparent, self.tracestate, self.span_context]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The row's validated trace context (`None`: not mapped, or NULL), or why it is invalid.
+    fn context(&self, cells: &[Cell]) -> Result<Option<trace::TraceContext>, String> {
+        let text = |i: Option<usize>| i.and_then(|i| cells[i].render());
+        if let Some(i) = self.span_context {
+            return match cells[i].render() {
+                Some(properties) => trace::from_span_context(&properties),
+                None => Ok(None),
+            };
+        }
+        trace::from_columns(text(self.traceparent), text(self.tracestate))
+    }
+}
+
+/// Header names of the trace context (allocated once).
+static TRACE_NAMES: std::sync::LazyLock<(Arc<str>, Arc<str>)> =
+    std::sync::LazyLock::new(|| (trace::TRACEPARENT.into(), trace::TRACESTATE.into()));
 
 /// What a bad row of this table is reported with; strings are made only for an error.
 struct RowContext<'a> {
@@ -94,6 +130,8 @@ impl ResolvedTable {
         .into_iter()
         .chain(self.timestamp)
         .chain(self.headers.iter().map(|(_, i)| *i))
+        .chain(self.subject_columns.iter().copied())
+        .chain(self.trace.indexes())
     }
 
     /// Whether column `index` feeds the event; others need not be decoded.
@@ -133,6 +171,19 @@ impl ResolvedTable {
         let aggregate_id = row.required(&cells, self.aggregate_id, &cols.aggregate_id)?;
         let event_type = row.required(&cells, self.event_type, &cols.event_type)?;
         let (timestamp, headers) = self.optional_headers(&cells, &row)?;
+        let subject_columns: Vec<Option<String>> = self
+            .subject_columns
+            .iter()
+            .map(|&i| cells[i].render())
+            .collect();
+        let mut headers = headers;
+        if let Some(envelope) = &self.table.envelope {
+            let json = self.payload_json || matches!(cells[self.payload], Cell::Json(_));
+            let ce = envelope
+                .headers(&id, &event_type, timestamp.as_deref(), json)
+                .map_err(|e| row.bad(e))?;
+            headers.extend(ce);
+        }
         let payload = self.payload_of(&mut cells, &row)?;
         let mut event = OutboxEvent {
             id,
@@ -156,7 +207,10 @@ impl ResolvedTable {
         event.subject = self
             .table
             .subject
-            .render(&event)
+            .render(&Routed {
+                event: &event,
+                columns: &subject_columns,
+            })
             .map_err(|e| row.bad(e.to_string()))?;
         Ok(event)
     }
@@ -178,6 +232,14 @@ impl ResolvedTable {
         for (name, i) in &self.headers {
             if let Some(value) = cells[*i].render() {
                 headers.push((Arc::clone(name), row.header_safe(value, name)?));
+            }
+        }
+        // Validated values are lowercase hex and printable ASCII: header-safe.
+        if let Some(context) = self.trace.context(cells).map_err(|e| row.bad(e))? {
+            let (parent, state) = &*TRACE_NAMES;
+            headers.push((Arc::clone(parent), context.traceparent));
+            if let Some(tracestate) = context.tracestate {
+                headers.push((Arc::clone(state), tracestate));
             }
         }
         Ok((timestamp, headers))

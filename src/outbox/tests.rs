@@ -167,3 +167,106 @@ fn invalid_json_is_a_bad_row_only_where_the_payload_is_declared_json() {
         "valid JSON passes"
     );
 }
+
+#[test]
+fn any_column_of_the_row_routes_the_event() {
+    let t = table("outbox.{tenant}.{column:AggregateType}", &[]);
+    let r = t.resolve(&columns()).unwrap();
+    assert!(r.uses_column(6), "the tenant column is decoded");
+    let e = r.event(row("Order"), pos(), 0).unwrap();
+    assert_eq!(e.subject, "outbox.acme.Order");
+    assert!(
+        t.required_columns()
+            .iter()
+            .any(|(field, col)| *col == "tenant" && field == "subject token {tenant}"),
+        "preflight checks the column: {:?}",
+        t.required_columns()
+    );
+}
+
+#[test]
+fn a_subject_column_the_table_lacks_is_an_error_naming_table_token_and_columns() {
+    let t = table("outbox.{tennant}.{aggregatetype}", &[]);
+    let err = t.resolve(&columns()).unwrap_err();
+    let text = err.to_string();
+    for part in ["shop.outbox", "{tennant}", "tenant", "aggregateid"] {
+        assert!(text.contains(part), "{part} missing in: {text}");
+    }
+}
+
+#[test]
+fn a_subject_column_that_is_null_or_no_token_is_a_bad_row() {
+    let t = table("outbox.{tenant}", &[]);
+    let r = t.resolve(&columns()).unwrap();
+    for (value, reason) in [
+        (Cell::Null, "NULL"),
+        (Cell::Text("a.b".into()), "split"),
+        (Cell::Text("a b".into()), "whitespace"),
+    ] {
+        let mut cells = row("Order");
+        cells[6] = value;
+        let err = r.event(cells, pos(), 0).unwrap_err();
+        assert!(
+            err.reason.contains("column `tenant`") && err.reason.contains(reason),
+            "{err}"
+        );
+    }
+}
+
+fn traced(columns: ColumnMapping) -> Arc<OutboxTable> {
+    let config = OutboxTableConfig {
+        columns,
+        ..OutboxTableConfig::new("shop.outbox", "a.{type}")
+    };
+    Arc::new(OutboxTable::from_config(&config).unwrap())
+}
+
+#[test]
+fn mapped_trace_columns_become_traceparent_and_tracestate_headers() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let t = traced(ColumnMapping {
+        traceparent: Some("created_at".into()),
+        tracestate: Some("tenant".into()),
+        ..ColumnMapping::default()
+    });
+    let r = t.resolve(&columns()).unwrap();
+    let mut cells = row("Order");
+    cells[5] = Cell::Text(PARENT.into());
+    cells[6] = Cell::Text("rojo=1".into());
+    let e = r.event(cells, pos(), 0).unwrap();
+    let h: Vec<(&str, &str)> = e.headers.iter().map(|(n, v)| (&**n, v.as_str())).collect();
+    assert_eq!(h, [("traceparent", PARENT), ("tracestate", "rojo=1")]);
+    // NULL: no header.
+    let mut cells = row("Order");
+    cells[5] = Cell::Null;
+    assert!(r.event(cells, pos(), 0).unwrap().headers.is_empty());
+    // Invalid: a bad row saying why.
+    let mut cells = row("Order");
+    cells[5] = Cell::Text(PARENT.to_uppercase());
+    let err = r.event(cells, pos(), 0).unwrap_err();
+    assert!(err.reason.contains("not a W3C traceparent"), "{err}");
+}
+
+#[test]
+fn debeziums_span_context_column_becomes_the_trace_headers() {
+    let t = traced(ColumnMapping {
+        tracing_span_context: Some("tenant".into()),
+        ..ColumnMapping::default()
+    });
+    let r = t.resolve(&columns()).unwrap();
+    let mut cells = row("Order");
+    cells[6] = Cell::Text(
+        "#Thu Jan 01\ntraceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n".into(),
+    );
+    let e = r.event(cells, pos(), 0).unwrap();
+    assert_eq!(&*e.headers[0].0, "traceparent");
+    let mut cells = row("Order");
+    cells[6] =
+        Cell::Text("traceparent=00-00000000000000000000000000000000-00f067aa0ba902b7-01".into());
+    assert!(
+        r.event(cells, pos(), 0)
+            .unwrap_err()
+            .reason
+            .contains("all zeros")
+    );
+}

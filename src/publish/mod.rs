@@ -147,6 +147,11 @@ impl Publisher {
         })
     }
 
+    /// The JetStream context (for `replay`, which publishes without the ack window).
+    pub fn jetstream(&self) -> &Context {
+        &self.js
+    }
+
     /// The NATS server's max_payload in bytes (an atomic read: this runs for every event,
     /// and `server_info()` would clone the whole INFO record).
     pub fn max_payload(&self) -> usize {

@@ -187,6 +187,7 @@ async fn mariadb_outbox_rows_become_events_with_enum_names_and_transaction_ends(
         event_type: "event_type".into(),
         payload: "event".into(),
         timestamp: Some("created".into()),
+        ..ColumnMapping::default()
     };
     let (messages, err) = replay(&path, &[("toddy_test.outbox", "t.{type}", mapping)], &[]).await;
     assert!(err.is_none(), "{err:?}");
@@ -223,6 +224,7 @@ async fn compressed_transaction_payload_rows_are_read_and_end_at_the_payload_end
         event_type: "a".into(),
         payload: "a".into(),
         timestamp: None,
+        ..ColumnMapping::default()
     };
     let (messages, err) = replay(
         &path,
@@ -417,6 +419,7 @@ async fn a_resume_at_a_compressed_payload_mark_skips_its_inner_events() {
             event_type: "a".into(),
             payload: "a".into(),
             timestamp: None,
+            ..ColumnMapping::default()
         },
         ..OutboxTableConfig::new("test.tb1", "t.{aggregatetype}")
     };

@@ -25,6 +25,7 @@ pub mod endpoint;
 mod events;
 pub mod flavor;
 pub mod preflight;
+pub mod replay;
 mod rows;
 mod schema;
 pub mod session;

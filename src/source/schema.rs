@@ -39,7 +39,7 @@ pub struct ColumnNames {
     warned: HashSet<String>,
     /// Tables whose table maps carried names.
     named: HashSet<String>,
-    #[cfg(test)]
+    /// Names fixed by [`ColumnNames::preset`] (replays of files without names).
     presets: std::collections::HashMap<String, Vec<String>>,
 }
 
@@ -49,14 +49,12 @@ impl ColumnNames {
             endpoint,
             warned: HashSet::new(),
             named: HashSet::new(),
-            #[cfg(test)]
             presets: Default::default(),
         }
     }
 
     /// Fixes the names of `schema.table` as if a table map had carried them (for replaying
     /// binlog files written without names).
-    #[cfg(test)]
     pub fn preset(&mut self, qualified: &str, names: Vec<String>) {
         self.presets.insert(qualified.to_owned(), names);
     }
@@ -67,7 +65,6 @@ impl ColumnNames {
         tme: &TableMapEvent<'_>,
     ) -> Result<Vec<String>, SourceError> {
         let qualified = format!("{}.{}", tme.database_name(), tme.table_name());
-        #[cfg(test)]
         if let Some(names) = self.presets.get(&qualified) {
             return Ok(names.clone());
         }
