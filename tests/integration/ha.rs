@@ -68,6 +68,12 @@ async fn wait_ready(port: u16, ready: bool) -> String {
     }
 }
 
+/// `binlog_outbox_leader` of an instance.
+fn leader_gauge(port: u16) -> Option<f64> {
+    let text = get(port, "/metrics").map(|(_, t)| t).unwrap_or_default();
+    sample(&text, "binlog_outbox_leader", "")
+}
+
 /// Messages an instance sent that JetStream acknowledged: stored or dropped as duplicates.
 fn published(port: u16) -> f64 {
     let text = get(port, "/metrics").map(|(_, t)| t).unwrap_or_default();
@@ -122,6 +128,12 @@ async fn the_nats_store_resumes_exactly_and_fences_an_instance_that_was_overtake
         "{err}"
     );
     env.wait_for_count(40, Duration::from_secs(30)).await;
+    let path = env.dir.path().join("connector.toml");
+    let (code, out, err) = run_binary(&["status", "--config", path.to_str().unwrap()], &[]);
+    assert!(
+        code == 0 && out.contains("NATS KV bucket binlog_outbox_checkpoints"),
+        "{code}\n{out}\n{err}"
+    );
     second.stop().await.unwrap();
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
@@ -138,6 +150,8 @@ async fn kill_9_of_the_leader_under_load_the_standby_takes_over_within_the_lease
     let b = Binary::start(&instance_config(&env, "b", port_b), &log_b);
     let why = wait_ready(port_b, false).await;
     assert!(why.contains("standing by"), "{why}");
+    assert_eq!(leader_gauge(port_a), Some(1.0));
+    assert_eq!(leader_gauge(port_b), Some(0.0));
 
     let all = events(1, 3_000, 20);
     let writer = spawn_writer(&env, &all, 10, Duration::from_millis(2));
@@ -165,6 +179,7 @@ async fn kill_9_of_the_leader_under_load_the_standby_takes_over_within_the_lease
         "the standby published part of it"
     );
     wait_ready(port_b, true).await;
+    assert_eq!(leader_gauge(port_b), Some(1.0));
     assert!(b.terminate().success());
     assert_exactly_once_in_order(&env.stored_messages().await, &all);
 }
