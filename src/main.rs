@@ -129,6 +129,7 @@ fn from_debezium(file: &std::path::Path) -> ExitCode {
             for note in &conversion.notes {
                 eprintln!("{note}");
             }
+            eprint!("{}", binlog_outbox::debezium::START_NOTE);
             print!("{}", conversion.toml);
             ExitCode::SUCCESS
         }

@@ -6,8 +6,10 @@
 //! Files are read in the order given (give them in binlog order); each message carries the
 //! dedup id (`Nats-Msg-Id` = the row id), `Outbox-Source-Position` and
 //! `Outbox-Source-Checksum` as live, but no `Outbox-Source-Server` (a file does not say which
-//! server wrote it) and no order guard (`Nats-Expected-Last-Msg-Id`): each publish waits for
-//! its ack, in order. No checkpoint is read or written.
+//! server wrote it) and no order guard (`Nats-Expected-Last-Msg-Id`): so that a lost message
+//! can never be overtaken, each publish waits for its ack before the next goes out. No
+//! checkpoint is read or written, and there is no start-up skip: dedup covers a second run
+//! only within the stream's duplicate window.
 //!
 //! Errors: the configuration, reading the files ([`crate::error::SourceError`]), NATS and
 //! JetStream ([`crate::error::PublishError`]).
@@ -26,8 +28,9 @@ use crate::observe::Observer;
 use crate::publish::{OutgoingMessage, Publisher};
 use crate::source::{SourceSettings, flavor::Flavor, replay};
 
-/// Publishes awaiting their ack at once.
-const IN_FLIGHT: usize = 256;
+/// Publishes awaiting their ack at once: one, since without the order guard a message lost
+/// while later ones are stored would land after them when the replay runs again.
+const IN_FLIGHT: usize = 1;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]

@@ -11,6 +11,7 @@
 //! MariaDB, no outbox table, a topic replacement that makes no valid subject.
 
 mod render;
+pub use render::START_NOTE;
 mod router;
 mod source;
 

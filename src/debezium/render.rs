@@ -49,6 +49,7 @@ pub fn toml(t: &Target, subject: &str, notes: &[Note]) -> String {
             );
         }
     }
+    out.push_str(START_NOTE);
     out.push_str("start = \"latest\"\n");
     for table in &t.tables {
         let _ = writeln!(out, "\n[[outbox]]\ntable = {}", quoted(table));
@@ -109,3 +110,7 @@ pub fn toml(t: &Target, subject: &str, notes: &[Note]) -> String {
     );
     out
 }
+
+/// Above `start`: "latest" loses what was committed between Debezium's stop and the first
+/// start of this connector.
+pub const START_NOTE: &str = "# ACTION NEEDED when moving over: \"latest\" skips rows committed after Debezium stopped.\n# Set start to Debezium's last binlog position (\"FILE:POS\") or GTID set from its offsets,\n# or stop the writers until this connector runs.\n";

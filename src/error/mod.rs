@@ -189,6 +189,9 @@ fn source_policy(error: &SourceError) -> Policy {
         XaTooLarge { .. } => {
             "split the XA transaction's outbox rows over smaller transactions; nothing past it was checkpointed"
         }
+        ReplayTooLarge { .. } => {
+            "copy the binlog files into a server's binlog directory (and its index) and run the connector from them instead of replay"
+        }
         UnknownSavepoint { .. }
         | ReadAgainDiffers { .. }
         | Decode { .. }

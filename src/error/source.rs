@@ -128,6 +128,10 @@ pub enum SourceError {
     )]
     XaTooLarge { xid: String, position: String },
     #[error(
+        "the transaction ending at {position} holds more outbox rows than the connector holds in memory; replay cannot read it a second time to stream it"
+    )]
+    ReplayTooLarge { position: String },
+    #[error(
         "ROLLBACK TO {name} at {position} names a savepoint the binlog did not record, so the rows it undoes are unknown"
     )]
     UnknownSavepoint { name: String, position: String },
@@ -234,6 +238,7 @@ impl SourceError {
             Self::Incident { .. } => "incident",
             Self::XaPreparedBeforeStart { .. } => "xa_prepared_before_start",
             Self::XaTooLarge { .. } => "xa_too_large",
+            Self::ReplayTooLarge { .. } => "replay_too_large",
             Self::UnknownSavepoint { .. } => "unknown_savepoint",
             Self::ReadAgainDiffers { .. } => "read_again_differs",
             Self::Decode { .. } => "decode",

@@ -59,6 +59,12 @@ impl Envelope {
         json_payload: bool,
     ) -> Result<Vec<(Arc<str>, String)>, String> {
         let [specversion, ce_id, source, ce_type, ce_time, content_type] = &self.names;
+        if event_type.is_empty() {
+            return Err(
+                "an empty event type cannot be ce-type (CloudEvents requires a non-empty type)"
+                    .into(),
+            );
+        }
         let mut h = vec![
             (Arc::clone(specversion), SPEC_VERSION.to_owned()),
             (Arc::clone(ce_id), id.to_owned()),
@@ -104,7 +110,12 @@ pub fn time(value: &str) -> Result<String, String> {
         && digits(14..16)
         && b.get(16) == Some(&b':')
         && digits(17..19);
-    if !shape {
+    let number = |r: std::ops::Range<usize>| value[r].parse::<u32>().unwrap_or(u32::MAX);
+    if !shape || !in_range(number(0..4), number(5..7), number(8..10)) {
+        return fail();
+    }
+    // RFC 3339 allows a leap second (:60), nothing beyond.
+    if number(11..13) > 23 || number(14..16) > 59 || number(17..19) > 60 {
         return fail();
     }
     let mut rest = &value[19..];
@@ -126,7 +137,9 @@ pub fn time(value: &str) -> Result<String, String> {
                 && matches!(o[0], b'+' | b'-')
                 && o[1..3].iter().all(u8::is_ascii_digit)
                 && o[3] == b':'
-                && o[4..6].iter().all(u8::is_ascii_digit);
+                && o[4..6].iter().all(u8::is_ascii_digit)
+                && offset[1..3].parse::<u32>().is_ok_and(|h| h <= 23)
+                && offset[4..6].parse::<u32>().is_ok_and(|m| m <= 59);
             if !ok {
                 return fail();
             }
@@ -134,6 +147,20 @@ pub fn time(value: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// Whether year-month-day is a date of the (proleptic Gregorian) calendar; a zero date
+/// (`0000-00-00`, which MySQL allows without NO_ZERO_DATE) is not.
+fn in_range(year: u32, month: u32, day: u32) -> bool {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    year >= 1 && (1..=days).contains(&day)
 }
 
 /// Whether `value` can be a `ce-source`: a non-empty URI-reference (no whitespace or control
@@ -192,6 +219,11 @@ mod tests {
             .headers("e", "T", None, true)
             .unwrap();
         assert_eq!(configured[4].1, "application/avro");
+        let empty = Envelope::new("s", None).headers("e", "", None, false);
+        assert!(
+            empty.unwrap_err().contains("ce-type"),
+            "an empty type is a bad row"
+        );
     }
 
     #[test]
@@ -209,9 +241,15 @@ mod tests {
             "2024-01-02",
             "2024-01-02T03:04:05.",
             "2024-01-02T03:04:05+2",
+            "0000-00-00 00:00:00",
+            "2024-13-40 25:61:61",
+            "2023-02-29 00:00:00",
+            "2024-01-02 24:00:00",
+            "2024-01-02 03:04:05+99:99",
         ] {
             assert!(time(bad).unwrap_err().contains("ce-time"), "{bad}");
         }
+        assert_eq!(time("2024-02-29 23:59:60").unwrap(), "2024-02-29T23:59:60Z");
     }
 
     #[test]

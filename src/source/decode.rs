@@ -94,13 +94,15 @@ impl ColumnDecoder {
                     // Index 0 is the "invalid value" member, stored as ''.
                     (Some(_), Ok(0)) => Cell::Text(String::new()),
                     (Some(m), Ok(n)) if n <= m.len() => Cell::Text(m[n - 1].clone()),
+                    // Its index would route and read as if it were the value.
+                    (None, _) => return Err(fail(UNKNOWN_MEMBERS.into())),
                     _ => Cell::Int(i),
                 }
             }
             Value::Bytes(bits) if self.column_type == ColumnType::MYSQL_TYPE_SET => {
                 match &self.members {
                     Some(m) => Cell::Text(set_members(&bits, m)),
-                    None => Cell::Bytes(bits),
+                    None => return Err(fail(UNKNOWN_MEMBERS.into())),
                 }
             }
             Value::Int(i) => Cell::Int(i),
@@ -227,6 +229,9 @@ fn member_names(
     }
     (enums.into_iter(), sets.into_iter())
 }
+
+/// Why an ENUM or SET value cannot be read without its member names.
+const UNKNOWN_MEMBERS: &str = "ENUM/SET member names are not in the binlog (binlog_row_metadata is not FULL): SET GLOBAL binlog_row_metadata = FULL, or map a column of another type";
 
 /// A SET value (little-endian member bitmap) as MySQL shows it: members joined by ','.
 fn set_members(bits: &[u8], members: &[String]) -> String {

@@ -8,8 +8,10 @@
 //! files also ask it whether the payload column is declared JSON (as live), so replaying
 //! them needs the configured server reachable.
 //!
-//! Errors: the file cannot be read or parsed ([`SourceError::Parse`]), and everything the live
-//! source stops on (a bad row under `fail`, a statement-format insert, …).
+//! Errors: the file cannot be read or parsed ([`SourceError::Parse`]), a transaction too large
+//! to hold ([`SourceError::ReplayTooLarge`]: the live stream reads such a one twice), and
+//! everything the live source stops on (a bad row under `fail`, a statement-format insert, an
+//! `XA COMMIT` whose `XA PREPARE` is in an earlier file, …).
 
 use std::io::{BufReader, Cursor};
 use std::path::Path;
@@ -64,7 +66,7 @@ pub async fn read_file(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let start = Checkpoint::new(BinlogPosition::new(file_name, 4), None);
+    let start = Checkpoint::new(BinlogPosition::new(file_name.clone(), 4), None);
     let mut source = BinlogSource::new(settings, &start);
     for (table, columns) in names {
         source.tables.names.preset(table, columns.clone());
@@ -87,6 +89,13 @@ pub async fn read_file(
                 count += 1;
                 each(*e);
             }
+        }
+        // The live stream reads a transaction too large to hold a second time, streaming
+        // it; a file is not read twice here, so its rows would be missing.
+        if source.needs_rewind() {
+            return Err(SourceError::ReplayTooLarge {
+                position: format!("{file_name}:{}", event.header().log_pos()),
+            });
         }
         // A MySQL compressed transaction: its inner events follow it, as the live stream
         // hands them over.

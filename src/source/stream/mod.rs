@@ -113,6 +113,12 @@ pub struct BinlogSource {
 }
 
 impl BinlogSource {
+    /// Whether the transaction just ended must be read again from its start (it was too
+    /// large to hold: see [`super::transaction`]).
+    pub(crate) fn needs_rewind(&self) -> bool {
+        self.rewind
+    }
+
     pub fn new(settings: SourceSettings, start: &Checkpoint) -> Self {
         let tables = TableMaps::new(&settings);
         Self {
