@@ -24,6 +24,7 @@
 //! Submodules: [`stream`] (provisioning, checks, the last stored message), [`message`]
 //! (subject, headers and body), [`order`] (the order guard's chain).
 
+pub mod batch;
 pub mod message;
 pub mod order;
 pub mod stream;
