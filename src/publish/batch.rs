@@ -61,6 +61,13 @@
 //! - nats-server 2.14 also has a non-atomic "fast ingest" batch (`allow_batched`,
 //!   `stream.go` 126) with its own flow control; it was not evaluated here.
 
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Subject};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+
 /// Header naming the batch a message belongs to (at most [`MAX_BATCH_ID_LEN`] bytes).
 pub const BATCH_ID: &str = "Nats-Batch-Id";
 /// Header giving a message's place in its batch, from 1.
@@ -81,3 +88,190 @@ pub const ERR_BATCH_DUPLICATE: u64 = 10201;
 pub const ERR_BATCH_INCOMPLETE: u64 = 10176;
 /// JetStream error: the stream does not allow atomic batches.
 pub const ERR_BATCH_DISABLED: u64 = 10174;
+
+/// JetStream error: the last sequence is not the one the batch's first message expects.
+pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// Header on a batch's first message: the stream's last sequence it must follow.
+const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+
+/// One message of a batch; its `Nats-Msg-Id` (if any) goes in `headers`.
+pub struct BatchMessage {
+    pub subject: Subject,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+/// A committed batch, as the commit's pub ack reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAck {
+    pub stream: String,
+    /// Stream sequence of the batch's last message.
+    pub last_sequence: u64,
+    /// Messages stored (all of the batch).
+    pub count: u64,
+}
+
+/// Why a batch was not confirmed. Only [`BatchError::Unconfirmed`] leaves its outcome
+/// unknown; after any other, nothing of the batch was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("cannot subscribe for the answer to batch {batch}")]
+    Subscribe {
+        batch: String,
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    #[error("cannot send batch {batch}")]
+    Send {
+        batch: String,
+        #[source]
+        source: async_nats::client::PublishError,
+    },
+    #[error("JetStream refused batch {batch}: {description} (JetStream error {code})")]
+    Refused {
+        batch: String,
+        code: u64,
+        description: String,
+    },
+    #[error("JetStream did not confirm batch {batch} within {timeout_ms} ms: outcome unknown")]
+    Unconfirmed { batch: String, timeout_ms: u64 },
+    #[error("JetStream's answer to batch {batch} is not a pub ack: {reply:?}")]
+    BadReply { batch: String, reply: String },
+}
+
+impl BatchError {
+    /// The JetStream error code of a refusal.
+    pub fn code(&self) -> Option<u64> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Sends `messages` (1 to [`MAX_BATCH_MESSAGES`], all for one stream) as the atomic batch
+/// `batch` (at most [`MAX_BATCH_ID_LEN`] bytes, unique while it is in flight): all but the
+/// last as plain publishes, the last with the commit header and a reply subject. The first
+/// carries `Nats-Expected-Last-Sequence` = `expected_last_sequence` when given. Returns once
+/// everything is handed to the client (so the next batch can be sent behind it, in order);
+/// the returned future resolves with the commit's answer, or [`BatchError::Unconfirmed`]
+/// after `timeout`.
+pub async fn send(
+    client: &Client,
+    batch: &str,
+    expected_last_sequence: Option<u64>,
+    messages: Vec<BatchMessage>,
+    timeout: Duration,
+) -> Result<BoxFuture<'static, Result<BatchAck, BatchError>>, BatchError> {
+    debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
+    debug_assert!(batch.len() <= MAX_BATCH_ID_LEN);
+    let inbox = client.new_inbox();
+    let mut answer =
+        client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|source| BatchError::Subscribe {
+                batch: batch.to_owned(),
+                source,
+            })?;
+    let last = messages.len();
+    for (i, message) in messages.into_iter().enumerate() {
+        let BatchMessage {
+            subject,
+            mut headers,
+            payload,
+        } = message;
+        let seq = i + 1;
+        headers.insert(BATCH_ID, batch);
+        headers.insert(BATCH_SEQUENCE, seq.to_string().as_str());
+        if let (1, Some(expected)) = (seq, expected_last_sequence) {
+            headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+        }
+        let sent = if seq == last {
+            headers.insert(BATCH_COMMIT, BATCH_COMMIT_STORE);
+            client
+                .publish_with_reply_and_headers(subject, inbox.clone(), headers, payload)
+                .await
+        } else {
+            client.publish_with_headers(subject, headers, payload).await
+        };
+        sent.map_err(|source| BatchError::Send {
+            batch: batch.to_owned(),
+            source,
+        })?;
+    }
+    let batch = batch.to_owned();
+    Ok(async move {
+        let unconfirmed = || BatchError::Unconfirmed {
+            batch: batch.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let reply = tokio::time::timeout(timeout, answer.next())
+            .await
+            .map_err(|_| unconfirmed())?
+            .ok_or_else(unconfirmed)?;
+        parse_answer(&batch, &reply.payload)
+    }
+    .boxed())
+}
+
+/// The commit's answer: a pub ack naming the batch, or a JetStream error.
+fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
+    let bad = || BatchError::BadReply {
+        batch: batch.to_owned(),
+        reply: String::from_utf8_lossy(payload).into_owned(),
+    };
+    let reply: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad())?;
+    if let Some(error) = reply.get("error") {
+        return Err(BatchError::Refused {
+            batch: batch.to_owned(),
+            code: error["err_code"].as_u64().unwrap_or_default(),
+            description: error["description"].as_str().unwrap_or("").to_owned(),
+        });
+    }
+    match (
+        reply["stream"].as_str(),
+        reply["seq"].as_u64(),
+        reply["batch"].as_str(),
+        reply["count"].as_u64(),
+    ) {
+        (Some(stream), Some(last_sequence), Some(id), Some(count)) if id == batch => Ok(BatchAck {
+            stream: stream.to_owned(),
+            last_sequence,
+            count,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_answer_is_a_pub_ack_of_this_batch_or_a_refusal() {
+        let ack = parse_answer("b1", br#"{"stream":"S","seq":7,"batch":"b1","count":3}"#).unwrap();
+        assert_eq!(
+            ack,
+            BatchAck {
+                stream: "S".into(),
+                last_sequence: 7,
+                count: 3
+            }
+        );
+        let err = parse_answer(
+            "b1",
+            br#"{"error":{"code":400,"err_code":10201,"description":"atomic publish batch contains duplicate message id"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), Some(ERR_BATCH_DUPLICATE));
+        assert!(err.to_string().contains("duplicate message id"), "{err}");
+        let other = parse_answer("b1", br#"{"stream":"S","seq":7,"batch":"b2","count":3}"#);
+        assert!(matches!(other, Err(BatchError::BadReply { .. })));
+        assert!(matches!(
+            parse_answer("b1", b""),
+            Err(BatchError::BadReply { .. })
+        ));
+    }
+}

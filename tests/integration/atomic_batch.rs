@@ -205,3 +205,87 @@ async fn the_server_speaks_the_atomic_batch_protocol_as_documented() {
     let reply: Value = serde_json::from_slice(&r.payload).unwrap();
     assert_eq!(error_code(&reply), Some(ERR_BATCH_DISABLED), "{reply}");
 }
+
+fn library_batch(ids: std::ops::Range<u64>) -> Vec<binlog_outbox::publish::batch::BatchMessage> {
+    ids.map(|n| {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("id-{n}").as_str());
+        binlog_outbox::publish::batch::BatchMessage {
+            subject: "ab.events".into(),
+            headers,
+            payload: format!("{n}").into(),
+        }
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refused_whole() {
+    use binlog_outbox::publish::batch::{BatchError, send};
+    let Some(binary) = new_nats_binary() else {
+        return;
+    };
+    let nats = Nats::start_binary(binary, "");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    client
+        .request(
+            "$JS.API.STREAM.CREATE.AB",
+            r#"{"name":"AB","subjects":["ab.>"],"allow_atomic":true}"#.into(),
+        )
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(5);
+    // Three batches in flight at once, each expecting the sequence the one before it ends at.
+    let mut pending = Vec::new();
+    let mut expected = 0;
+    for (i, size) in [1000u64, 1, 250].into_iter().enumerate() {
+        let messages = library_batch(expected..expected + size);
+        let commit = send(
+            &client,
+            &format!("lb{i}"),
+            Some(expected),
+            messages,
+            timeout,
+        )
+        .await
+        .unwrap();
+        expected += size;
+        pending.push(commit);
+    }
+    let mut last = Vec::new();
+    for commit in pending {
+        last.push(commit.await.unwrap());
+    }
+    let seqs: Vec<_> = last.iter().map(|a| (a.last_sequence, a.count)).collect();
+    assert_eq!(seqs, [(1000, 1000), (1001, 1), (1251, 250)]);
+
+    // A restart republishing the last batch under a new id: refused whole, nothing stored.
+    let again = send(
+        &client,
+        "lb-again",
+        Some(1000),
+        library_batch(1001..1251),
+        timeout,
+    )
+    .await
+    .unwrap()
+    .await;
+    // The expectation (1000) is checked before the ids: either refusal stores nothing.
+    assert!(
+        matches!(&again, Err(BatchError::Refused { code, .. }) if [ERR_BATCH_DUPLICATE, 10071].contains(code)),
+        "{again:?}"
+    );
+    let dup = send(
+        &client,
+        "lb-dup",
+        Some(1251),
+        library_batch(1001..1251),
+        timeout,
+    )
+    .await
+    .unwrap()
+    .await;
+    assert_eq!(dup.unwrap_err().code(), Some(ERR_BATCH_DUPLICATE));
+    let js = async_nats::jetstream::new(client);
+    assert_eq!(stored(&js, "AB").await, 1251);
+}
