@@ -89,6 +89,22 @@ pub const ERR_BATCH_INCOMPLETE: u64 = 10176;
 /// JetStream error: the stream does not allow atomic batches.
 pub const ERR_BATCH_DISABLED: u64 = 10174;
 
+/// Whether a nats-server of `version` (as its INFO reports it, e.g. `2.14.6`, `2.12.1-RC.2`)
+/// takes atomic batches with `Nats-Msg-Id` in them: 2.12.1 and later (2.12.0 refuses the
+/// header inside a batch). An unparsable version counts as too old.
+pub fn server_supports_atomic_batches(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) => {
+            (major, minor, patch) >= (2, 12, 1)
+        }
+        _ => false,
+    }
+}
+
 /// JetStream error: the last sequence is not the one the batch's first message expects.
 pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 
@@ -248,6 +264,27 @@ fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atomic_batches_with_message_ids_need_nats_server_2_12_1() {
+        for (version, supported) in [
+            ("2.9.25", false),
+            ("2.11.4", false),
+            ("2.12.0", false),
+            ("2.12.1", true),
+            ("2.12.1-RC.2", true),
+            ("v2.14.6", true),
+            ("3.0.0", true),
+            ("", false),
+            ("2.x", false),
+        ] {
+            assert_eq!(
+                server_supports_atomic_batches(version),
+                supported,
+                "{version}"
+            );
+        }
+    }
 
     #[test]
     fn a_commit_answer_is_a_pub_ack_of_this_batch_or_a_refusal() {

@@ -159,6 +159,11 @@ impl Publisher {
         self.client.max_payload()
     }
 
+    /// The NATS server's version, as its INFO reports it.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
     /// The ack window for one run of the stages: events of the source `source` (its
     /// identity, stamped on every message), skipping those `stored` already holds.
     pub fn window(&self, stored: StoredThrough, source: Option<String>) -> AckWindow<'_> {
