@@ -4,7 +4,8 @@
 //! Every fact below was read in the nats-server source (github.com/nats-io/nats-server,
 //! commit `1787eee0`, and the tags `v2.12.0` / `v2.12.1` where they differ), and those marked
 //! (tested) are exercised against nats-server 2.14.6 by the integration test
-//! `atomic_batch::the_server_speaks_the_atomic_batch_protocol_as_documented`.
+//! `atomic_batch::the_server_speaks_the_atomic_batch_protocol_as_documented` (and the sender
+//! below by `atomic_batch::pipelined_library_batches_commit_in_order_and_a_republished_one_is_refused_whole`).
 //!
 //! # Messages
 //! - Headers `Nats-Batch-Id` (at most 64 bytes, else error 10179 "batch ID is invalid"),
@@ -22,8 +23,11 @@
 //!   `processJetStreamMsg`, which answers at 7539–7543). (tested)
 //! - A gap, an unknown batch id with sequence > 1, or a batch idle for longer than the timeout
 //!   is abandoned: error 10176 "batch is incomplete" (`stream.go` 7699–7705; advisory
-//!   `BatchIncomplete`/`BatchTimeout`). Nothing of an abandoned batch is stored, so it is
-//!   republished whole, under a new batch id.
+//!   `BatchIncomplete`/`BatchTimeout`). Nothing of an abandoned (or never committed) batch is
+//!   stored, and its message ids are recorded only at commit (`jetstream_batching.go`
+//!   436–444), so it is republished whole, under a new batch id. (tested:
+//!   `atomic_batch::a_batch_cut_off_before_its_commit_stores_nothing_and_is_republished_whole`,
+//!   including the 10 s idle abandon)
 //!
 //! # Limits (`stream.go` 516–533, overridable in the server's `jetstream.limits`)
 //! - 1,000 messages per batch (`max_batch_size`; 10199 "batch is too large"), 50 batches in

@@ -289,3 +289,75 @@ async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refu
     let js = async_nats::jetstream::new(client);
     assert_eq!(stored(&js, "AB").await, 1251);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_off_before_its_commit_stores_nothing_and_is_republished_whole() {
+    use binlog_outbox::publish::batch::send;
+    let Some(binary) = new_nats_binary() else {
+        return;
+    };
+    let nats = Nats::start_binary(binary, "");
+    let cut_off = async_nats::connect(nats.url()).await.unwrap();
+    cut_off
+        .request(
+            "$JS.API.STREAM.CREATE.AB",
+            r#"{"name":"AB","subjects":["ab.>"],"allow_atomic":true}"#.into(),
+        )
+        .await
+        .unwrap();
+    // Three of four messages staged, then the publisher is gone (a crash before the commit).
+    for (i, msg) in library_batch(0..3).into_iter().enumerate() {
+        let mut headers = msg.headers;
+        headers.insert(BATCH_ID, "cut");
+        headers.insert(BATCH_SEQUENCE, (i + 1).to_string().as_str());
+        let staged = cut_off
+            .request_with_headers(msg.subject, headers, msg.payload)
+            .await
+            .unwrap();
+        assert!(staged.payload.is_empty());
+    }
+    cut_off.drain().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    assert_eq!(
+        stored(&js, "AB").await,
+        0,
+        "nothing of an uncommitted batch"
+    );
+
+    // Republished whole under a new id: the staged message ids do not count as duplicates.
+    let ack = send(
+        &client,
+        "again",
+        Some(0),
+        library_batch(0..4),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    assert_eq!((ack.last_sequence, ack.count), (4, 4));
+
+    // The server abandons an idle batch after its timeout (10 s): a late commit is refused.
+    let mut h = HeaderMap::new();
+    h.insert(BATCH_ID, "idle");
+    h.insert(BATCH_SEQUENCE, "1");
+    let staged = client
+        .request_with_headers("ab.events", h, "e".into())
+        .await
+        .unwrap();
+    assert!(staged.payload.is_empty());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut h = HeaderMap::new();
+    h.insert(BATCH_ID, "idle");
+    h.insert(BATCH_SEQUENCE, "2");
+    h.insert(BATCH_COMMIT, BATCH_COMMIT_STORE);
+    let late = client
+        .request_with_headers("ab.events", h, "e".into())
+        .await
+        .unwrap();
+    let late: Value = serde_json::from_slice(&late.payload).unwrap();
+    assert_eq!(error_code(&late), Some(ERR_BATCH_INCOMPLETE), "{late}");
+    assert_eq!(stored(&js, "AB").await, 4);
+}
