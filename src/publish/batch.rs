@@ -63,7 +63,11 @@
 //!   run to the next, and a batch that mixes stored and new events would lose the new ones.
 //!   It must end the run (the supervisor then recomputes what is stored and resumes).
 //! - nats-server 2.14 also has a non-atomic "fast ingest" batch (`allow_batched`,
-//!   `stream.go` 126) with its own flow control; it was not evaluated here.
+//!   `stream.go` 126): each message is checked and proposed on its own, with the same header
+//!   checks as a single publish, and a `Nats-Msg-Id` duplicate is skipped (not the whole
+//!   batch; `stream.go` 8297–8312), the first message answered with flow-control settings
+//!   (`BatchFlowAck`, 8276–8281). So it keeps per-message dedup but gives no atomicity. Read
+//!   in the source only; its throughput was not measured.
 
 use std::time::Duration;
 
