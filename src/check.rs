@@ -24,6 +24,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
     match Publisher::connect(&config.nats, crate::observe::Observer::unobserved()).await {
         Ok(publisher) => {
             checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
+            checks.push(publish_mode_check(config, &publisher.server_version()));
             for (stream, filters) in &prepared.streams {
                 checks.push(publisher.check_stream(stream, filters).await);
             }
@@ -58,6 +59,22 @@ pub async fn check(config: &Config) -> Vec<Check> {
         checks.push(lease_check(config, ha).await);
     }
     checks
+}
+
+/// The publish mode in effect, and whether this server could take atomic batches (the
+/// `atomic_batch` and `auto` modes are refused at config load until they are supported).
+fn publish_mode_check(config: &Config, version: &str) -> Check {
+    let atomic = match crate::publish::batch::server_supports_atomic_batches(version) {
+        true => "supports atomic batches (2.12.1+)",
+        false => "has no atomic batches with message ids (they need 2.12.1+)",
+    };
+    Check::pass(
+        "publish mode",
+        format!(
+            "{}: each event its own publish; nats-server {version} {atomic}",
+            config.nats.publish_mode.label()
+        ),
+    )
 }
 
 /// Whether the lease bucket is usable with this `lease_ms`, and who holds the lease.

@@ -38,6 +38,28 @@ fn minimal_config_gets_debezium_defaults() {
 }
 
 #[test]
+fn publish_mode_defaults_to_per_message_and_the_batch_modes_are_refused_as_not_yet_supported() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.nats.publish_mode, PublishMode::PerMessage);
+    let c = load(
+        MINIMAL,
+        &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "per_message")],
+    )
+    .unwrap();
+    assert_eq!(c.nats.publish_mode, PublishMode::PerMessage);
+    for mode in ["atomic_batch", "auto"] {
+        let err = load(MINIMAL, &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", mode)])
+            .expect_err(mode)
+            .to_string();
+        assert!(
+            err.contains("nats.publish_mode") && err.contains("not yet supported"),
+            "{mode}: {err}"
+        );
+    }
+    assert!(load(MINIMAL, &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "batched")]).is_err());
+}
+
+#[test]
 fn the_order_guard_can_be_turned_off_from_the_environment() {
     let c = load(
         MINIMAL,

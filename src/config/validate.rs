@@ -117,6 +117,15 @@ impl Config {
                 nats.stream_replicas
             ));
         }
+        match nats.publish_mode {
+            super::PublishMode::PerMessage => {}
+            mode @ (super::PublishMode::AtomicBatch | super::PublishMode::Auto) => {
+                problems.push(format!(
+                    "nats.publish_mode: {:?} is not yet supported (atomic batch publishing is being built, see issue 14); remove the key or set it to \"per_message\"",
+                    mode.label()
+                ));
+            }
+        }
         positive("nats.ack_timeout_ms", nats.ack_timeout_ms, problems);
         positive("nats.connect_timeout_ms", nats.connect_timeout_ms, problems);
         if nats.credentials_file.is_some() && nats.nkey_seed_file.is_some() {

@@ -24,6 +24,7 @@
 //! Submodules: [`stream`] (provisioning, checks, the last stored message), [`message`]
 //! (subject, headers and body), [`order`] (the order guard's chain).
 
+pub mod batch;
 pub mod message;
 pub mod order;
 pub mod stream;
@@ -156,6 +157,11 @@ impl Publisher {
     /// and `server_info()` would clone the whole INFO record).
     pub fn max_payload(&self) -> usize {
         self.client.max_payload()
+    }
+
+    /// The NATS server's version, as its INFO reports it.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
     }
 
     /// The ack window for one run of the stages: events of the source `source` (its

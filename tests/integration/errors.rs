@@ -25,6 +25,7 @@ async fn check_passes_on_a_correct_setup_and_prints_each_check() {
         "outbox table check_ok.outbox",
         "stream OUTBOX_CHECK_OK",
         "NATS connection",
+        "publish mode",
     ] {
         assert!(
             out.contains(&format!("[PASS] {check}")),

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod atomic_batch;
 mod bad_rows;
 mod cloudevents;
 mod cluster;
