@@ -199,6 +199,15 @@ async fn a_frozen_leader_thawed_after_the_takeover_publishes_nothing_and_stands_
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..100], true).await;
     env.wait_for_count(100, Duration::from_secs(30)).await;
+    // The stream may hold them before the leader has taken in every ack.
+    let start = Instant::now();
+    while published(port_a) < 100.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "acks never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let published_by_a = published(port_a);
     assert_eq!(published_by_a, 100.0);
 
