@@ -124,21 +124,16 @@ pub fn validate_tracestate(value: &str) -> Result<(), String> {
             members.len()
         ));
     }
+    let mut seen = std::collections::HashSet::new();
     for member in members {
         let Some((key, val)) = member.split_once('=') else {
             return fail(format!("member {member:?} is not key=value"));
         };
-        let key_ok = !key.is_empty()
-            && key.len() <= 256
-            && key
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
+        let key_ok = tracestate_key(key) && seen.insert(key);
         if !key_ok {
-            return fail(format!("key {key:?} is not a valid tracestate key"));
+            return fail(format!(
+                "key {key:?} is not a valid tracestate key, or appears twice"
+            ));
         }
         let val_ok = !val.is_empty()
             && val.len() <= 256
@@ -153,6 +148,34 @@ pub fn validate_tracestate(value: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A W3C tracestate key: `simple-key` (a lowercase letter, then up to 255 of lowercase
+/// letters, digits and `_-*/`) or `tenant@system` (a tenant of a lowercase letter or digit
+/// and up to 240 more, a system of a lowercase letter and up to 13 more).
+fn tracestate_key(key: &str) -> bool {
+    let rest_ok = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b))
+    };
+    match key.split_once('@') {
+        None => {
+            key.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && rest_ok(&key[1..], 255)
+        }
+        Some((tenant, system)) => {
+            tenant
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && rest_ok(&tenant[1..], 240)
+                && system
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase())
+                && rest_ok(&system[1..], 13)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -236,8 +259,18 @@ mod tests {
             "=b",
             many.as_str(),
             "a=x\u{7f}",
+            "1a=x",
+            "a@b@c=x",
+            "t@systemidtoolong=x",
+            "a=1,a=2",
         ] {
             assert!(validate_tracestate(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "rojo=00f067aa0ba902b7",
+            "1tenant@vendor=x,congo=t61rcWkgMzE",
+        ] {
+            assert!(validate_tracestate(good).is_ok(), "{good}");
         }
     }
 

@@ -24,6 +24,10 @@ fn demo_script_publishes_the_sample_events_on_their_subjects() {
         "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("order 1001 placed, event"),
+        "the producer example places the order:\n{stdout}"
+    );
     assert_eq!(
         stdout.matches("── outbox.event.User ──").count(),
         2,
