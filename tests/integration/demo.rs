@@ -49,6 +49,12 @@ fn demo_script_publishes_the_sample_events_on_their_subjects() {
             "{event} missing:\n{stdout}"
         );
     }
+    // The consumer example handles the two Order events, one line each.
+    assert_eq!(
+        stdout.matches("\noutbox.event.Order ").count(),
+        2,
+        "the consumer example:\n{stdout}"
+    );
     // The example config serves metrics and readiness; status reads the running connector.
     assert!(stdout.contains("\nready\n"), "{stdout}");
     assert!(
