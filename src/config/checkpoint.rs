@@ -279,6 +279,24 @@ mod tests {
     }
 
     #[test]
+    fn ha_needs_two_buckets_and_the_order_guard() {
+        let text = problems(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"k\"\nbucket = \"same\"\n[ha]\nenabled = true\nbucket = \"same\"\n",
+        );
+        assert!(
+            text.contains("ha.bucket: \"same\" is also checkpoint.bucket"),
+            "{text}"
+        );
+        let err = load(
+            "[checkpoint]\nstore = \"nats\"\nkey = \"k\"\n[ha]\nenabled = true\n",
+            &[("BINLOG_OUTBOX__NATS__EXCLUSIVE_STREAMS", "false")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs nats.exclusive_streams = true"), "{err}");
+    }
+
+    #[test]
     fn the_nats_store_needs_a_key_and_knows_only_its_own_keys() {
         let text = load("[checkpoint]\nstore = \"nats\"\n", &[])
             .unwrap_err()

@@ -207,19 +207,14 @@ impl Lease {
                     .map(Ok)
                     .map_err(|e| e.to_string())
             }
-            Some(entry) => Ok(Err(serde_json::from_slice::<Holder>(&entry.value)
-                .ok()
-                .map(|h| h.instance))),
+            Some(entry) => Ok(Err(instance_in(&entry.value))),
             None => Ok(Err(None)),
         }
     }
 
     /// The instance holding the lease now, if it can be read.
     pub async fn holder(&self) -> Option<String> {
-        let bytes = self.kv.get(self.key.as_str()).await.ok()??;
-        serde_json::from_slice::<Holder>(&bytes)
-            .ok()
-            .map(|h| h.instance)
+        instance_in(&self.kv.get(self.key.as_str()).await.ok()??)
     }
 
     /// Keeps `term` alive until `stop` fires (then releases the lease: [`TermEnd::Released`])
@@ -368,6 +363,13 @@ impl Term {
     pub fn clock(&self) -> Arc<LeaseClock> {
         Arc::clone(&self.clock)
     }
+}
+
+/// The instance named in a lease value.
+fn instance_in(value: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Holder>(value)
+        .ok()
+        .map(|h| h.instance)
 }
 
 /// `host:pid`.

@@ -1,6 +1,7 @@
 //! High availability on a current nats-server: the checkpoint in NATS KV, two instances with a
 //! leader lease, and what happens to the leader when it dies, freezes or is stopped.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use binlog_outbox::checkpoint::{CheckpointError, CheckpointStore, NatsCheckpointStore};
@@ -31,13 +32,41 @@ fn kv_config(env: &TestEnv, key: &str, ha: &str, http_port: Option<u16>) -> Stri
     toml
 }
 
-/// Two instances' configs (each its own name and HTTP port).
-fn instance_config(env: &TestEnv, name: &str, port: u16) -> std::path::PathBuf {
-    let ha = format!("lease_ms = {LEASE_MS}\ninstance = \"{name}\"");
+/// An instance's config: its name and HTTP port, the lease `key` and `lease_ms`.
+fn instance_config(env: &TestEnv, name: &str, port: u16, key: &str, lease_ms: u64) -> PathBuf {
+    let ha = format!("lease_ms = {lease_ms}\ninstance = \"{name}\"");
     env.write_config(
         &format!("{name}.toml"),
-        &kv_config(env, "shop", &ha, Some(port)),
+        &kv_config(env, key, &ha, Some(port)),
     )
+}
+
+/// Two instances of one connector: `a` leading, `b` standing by (checked).
+struct Pair {
+    a: Binary,
+    b: Binary,
+    port_a: u16,
+    port_b: u16,
+    log_a: PathBuf,
+    log_b: PathBuf,
+}
+
+async fn leader_and_standby(env: &TestEnv, key: &str, lease_ms: u64) -> Pair {
+    let (port_a, port_b) = (free_port(), free_port());
+    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
+    let a = Binary::start(&instance_config(env, "a", port_a, key, lease_ms), &log_a);
+    wait_ready(port_a, true).await;
+    let b = Binary::start(&instance_config(env, "b", port_b, key, lease_ms), &log_b);
+    let why = wait_ready(port_b, false).await;
+    assert!(why.contains("standing by"), "{why}");
+    Pair {
+        a,
+        b,
+        port_a,
+        port_b,
+        log_a,
+        log_b,
+    }
 }
 
 async fn nats_store(env: &TestEnv, key: &str) -> NatsCheckpointStore {
@@ -136,6 +165,41 @@ async fn the_nats_store_resumes_exactly_and_fences_an_instance_that_was_overtake
     );
     second.stop().await.unwrap();
     assert_exactly_once_in_order(&env.stored_messages().await, &e);
+
+    // A bucket that drops values (a lease bucket) is no place for a checkpoint.
+    let js = env.jetstream().await;
+    binlog_outbox::checkpoint::open_bucket(&js, "expiring", 1, Some(Duration::from_secs(5)), 1)
+        .await
+        .unwrap();
+    let config = NatsCheckpointConfig {
+        bucket: "expiring".into(),
+        key: "k".into(),
+        replicas: 1,
+    };
+    let err = NatsCheckpointStore::open(&js, &config).await.err().unwrap();
+    assert!(
+        err.to_string().contains("drops values after 5000 ms"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_while_nats_is_down_waits_for_it_then_leads() {
+    let Some(mut env) = TestEnv::start_on_new_nats("ha_late").await else {
+        return;
+    };
+    env.nats.stop();
+    let port = free_port();
+    let log = env.dir.path().join("a.log");
+    let a = Binary::start(&instance_config(&env, "a", port, "late", LEASE_MS), &log);
+    wait_for_log(&log, "cannot open the checkpoint store or the lease yet", 2).await;
+    env.nats.start_again();
+    wait_ready(port, true).await;
+    let e = events(1, 20, 2);
+    insert_tx(&mut env.conn().await, &e, true).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    assert!(a.terminate().success());
+    assert_exactly_once_in_order(&env.stored_messages().await, &e);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,13 +207,14 @@ async fn kill_9_of_the_leader_under_load_the_standby_takes_over_within_the_lease
     let Some(env) = TestEnv::start_on_new_nats("ha_kill").await else {
         return;
     };
-    let (port_a, port_b) = (free_port(), free_port());
-    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
-    let a = Binary::start(&instance_config(&env, "a", port_a), &log_a);
-    wait_ready(port_a, true).await;
-    let b = Binary::start(&instance_config(&env, "b", port_b), &log_b);
-    let why = wait_ready(port_b, false).await;
-    assert!(why.contains("standing by"), "{why}");
+    let Pair {
+        a,
+        b,
+        port_a,
+        port_b,
+        log_a: _,
+        log_b,
+    } = leader_and_standby(&env, "shop", LEASE_MS).await;
     assert_eq!(leader_gauge(port_a), Some(1.0));
     assert_eq!(leader_gauge(port_b), Some(0.0));
 
@@ -189,12 +254,14 @@ async fn a_frozen_leader_thawed_after_the_takeover_publishes_nothing_and_stands_
     let Some(env) = TestEnv::start_on_new_nats("ha_frozen").await else {
         return;
     };
-    let (port_a, port_b) = (free_port(), free_port());
-    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
-    let a = Binary::start(&instance_config(&env, "a", port_a), &log_a);
-    wait_ready(port_a, true).await;
-    let b = Binary::start(&instance_config(&env, "b", port_b), &log_b);
-    wait_ready(port_b, false).await;
+    let Pair {
+        a,
+        b,
+        port_a,
+        port_b: _,
+        log_a,
+        log_b,
+    } = leader_and_standby(&env, "shop", LEASE_MS).await;
     let e = events(1, 300, 10);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..100], true).await;
@@ -244,20 +311,15 @@ async fn sigterm_of_the_leader_hands_over_at_once() {
     let Some(env) = TestEnv::start_on_new_nats("ha_handover").await else {
         return;
     };
-    let (port_a, port_b) = (free_port(), free_port());
-    let (log_a, log_b) = (env.dir.path().join("a.log"), env.dir.path().join("b.log"));
     // A long lease: a handover faster than it proves the lease was released, not expired.
-    let long = |name: &str, port| {
-        let ha = format!("lease_ms = 20000\ninstance = \"{name}\"");
-        env.write_config(
-            &format!("{name}.toml"),
-            &kv_config(&env, "handover", &ha, Some(port)),
-        )
-    };
-    let a = Binary::start(&long("a", port_a), &log_a);
-    wait_ready(port_a, true).await;
-    let b = Binary::start(&long("b", port_b), &log_b);
-    wait_ready(port_b, false).await;
+    let Pair {
+        a,
+        b,
+        port_b: _,
+        log_a,
+        log_b,
+        ..
+    } = leader_and_standby(&env, "handover", 20_000).await;
     let e = events(1, 100, 5);
     let mut conn = env.conn().await;
     insert_tx(&mut conn, &e[..50], true).await;
