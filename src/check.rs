@@ -2,7 +2,7 @@
 //! only the KV buckets of a NATS checkpoint and lease are created when missing).
 
 use crate::checkpoint;
-use crate::config::Config;
+use crate::config::{Config, PublishMode};
 use crate::error::error_chain;
 use crate::publish::Publisher;
 use crate::source::preflight::{self, Check};
@@ -24,7 +24,7 @@ pub async fn check(config: &Config) -> Vec<Check> {
     match Publisher::connect(&config.nats, crate::observe::Observer::unobserved()).await {
         Ok(publisher) => {
             checks.push(Check::pass("NATS connection", config.nats.url.redacted()));
-            checks.push(publish_mode_check(config, &publisher.server_version()));
+            checks.push(publish_mode_check(config, &publisher, &prepared.streams).await);
             for (stream, filters) in &prepared.streams {
                 checks.push(publisher.check_stream(stream, filters).await);
             }
@@ -61,20 +61,63 @@ pub async fn check(config: &Config) -> Vec<Check> {
     checks
 }
 
-/// The publish mode in effect, and whether this server could take atomic batches (the
-/// `atomic_batch` and `auto` modes are refused at config load until they are supported).
-fn publish_mode_check(config: &Config, version: &str) -> Check {
-    let atomic = match crate::publish::batch::server_supports_atomic_batches(version) {
-        true => "supports atomic batches (2.12.1+)",
-        false => "has no atomic batches with message ids (they need 2.12.1+)",
+/// The publish mode that will be in effect: per message, or atomic batches (which need
+/// nats-server 2.12.1+, the order guard and, under `auto`, streams that allow them).
+async fn publish_mode_check(
+    config: &Config,
+    publisher: &Publisher,
+    streams: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Check {
+    let version = publisher.server_version();
+    let name = "publish mode";
+    let supported = crate::publish::batch::server_supports_atomic_batches(&version);
+    let per_message = |why: String| {
+        Check::pass(
+            name,
+            format!(
+                "{}: each event its own publish ({why})",
+                config.nats.publish_mode.label()
+            ),
+        )
     };
-    Check::pass(
-        "publish mode",
-        format!(
-            "{}: each event its own publish; nats-server {version} {atomic}",
-            config.nats.publish_mode.label()
+    match config.nats.publish_mode {
+        PublishMode::PerMessage => per_message(match supported {
+            true => format!("nats-server {version} also supports atomic batches"),
+            false => format!("nats-server {version} has no atomic batches with message ids"),
+        }),
+        PublishMode::AtomicBatch if !supported => Check::fail(
+            name,
+            format!("atomic_batch: nats-server {version} has no atomic batches with message ids"),
+            "upgrade nats-server to 2.12.1 or later, or set nats.publish_mode to \"auto\" or \"per_message\"",
         ),
-    )
+        PublishMode::AtomicBatch => Check::pass(
+            name,
+            format!(
+                "atomic_batch: whole transactions as atomic batches (nats-server {version}); streams without allow_atomic get it at start"
+            ),
+        ),
+        PublishMode::Auto if !supported => per_message(format!(
+            "nats-server {version} has no atomic batches with message ids; they need 2.12.1+"
+        )),
+        PublishMode::Auto if !config.nats.exclusive_streams => {
+            per_message("atomic batches need nats.exclusive_streams".into())
+        }
+        PublishMode::Auto => {
+            for stream in streams.keys() {
+                if publisher.stream_allows_atomic(stream).await == Some(false) {
+                    return per_message(format!(
+                        "stream {stream} does not allow atomic batches (allow_atomic)"
+                    ));
+                }
+            }
+            Check::pass(
+                name,
+                format!(
+                    "auto: whole transactions as atomic batches (nats-server {version}; streams the connector creates allow them)"
+                ),
+            )
+        }
+    }
 }
 
 /// Whether the lease bucket is usable with this `lease_ms`, and who holds the lease.

@@ -119,7 +119,8 @@ pub struct NatsConfig {
     #[serde(default = "default_true")]
     pub exclusive_streams: bool,
     /// How events reach JetStream: one acknowledged publish per event (the default), or
-    /// JetStream atomic batches (`atomic_batch`, `auto`: not yet supported, refused at load).
+    /// whole transactions as JetStream atomic batches (`atomic_batch`; `auto`: atomic batches
+    /// where the server and every stream allow them).
     #[serde(default)]
     pub publish_mode: PublishMode,
     /// A `.creds` file (JWT and NKey seed) for servers in operator mode.
@@ -132,18 +133,18 @@ pub struct NatsConfig {
 }
 
 /// `nats.publish_mode`. See `publish::batch` for the atomic batch protocol as the server
-/// implements it, and why the batch modes are not yet enabled.
+/// implements it, and `publish::batched` for how transactions are grouped into batches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PublishMode {
     /// Each event is its own publish, acknowledged on its own (works on every nats-server).
     #[default]
     PerMessage,
-    /// Whole database transactions as JetStream atomic batches (nats-server 2.12.1+, stream
-    /// with `allow_atomic`). Not yet supported: refused by `validate`.
+    /// Whole database transactions as JetStream atomic batches (nats-server 2.12.1+; the
+    /// connector lets its streams take them, `allow_atomic`). Needs `exclusive_streams`.
     AtomicBatch,
-    /// Atomic batches where the server and stream allow them, else per message. Not yet
-    /// supported: refused by `validate`.
+    /// Atomic batches where the server supports them, the order guard is on and every
+    /// stream allows them (streams this connector creates do); else per message.
     Auto,
 }
 

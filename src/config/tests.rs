@@ -38,25 +38,41 @@ fn minimal_config_gets_debezium_defaults() {
 }
 
 #[test]
-fn publish_mode_defaults_to_per_message_and_the_batch_modes_are_refused_as_not_yet_supported() {
+fn publish_mode_defaults_to_per_message_and_atomic_batches_need_the_order_guard() {
     let c = load(MINIMAL, &[]).unwrap();
     assert_eq!(c.nats.publish_mode, PublishMode::PerMessage);
-    let c = load(
-        MINIMAL,
-        &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "per_message")],
-    )
-    .unwrap();
-    assert_eq!(c.nats.publish_mode, PublishMode::PerMessage);
-    for mode in ["atomic_batch", "auto"] {
-        let err = load(MINIMAL, &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", mode)])
-            .expect_err(mode)
-            .to_string();
-        assert!(
-            err.contains("nats.publish_mode") && err.contains("not yet supported"),
-            "{mode}: {err}"
-        );
+    for (text, mode) in [
+        ("per_message", PublishMode::PerMessage),
+        ("atomic_batch", PublishMode::AtomicBatch),
+        ("auto", PublishMode::Auto),
+    ] {
+        let c = load(MINIMAL, &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", text)]).unwrap();
+        assert_eq!(c.nats.publish_mode, mode, "{text}");
+        assert_eq!(mode.label(), text);
     }
     assert!(load(MINIMAL, &[("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "batched")]).is_err());
+    let unguarded = [("BINLOG_OUTBOX__NATS__EXCLUSIVE_STREAMS", "false")];
+    let err = load(
+        MINIMAL,
+        &[
+            unguarded[0],
+            ("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "atomic_batch"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("nats.publish_mode") && err.contains("exclusive_streams"),
+        "{err}"
+    );
+    let auto = load(
+        MINIMAL,
+        &[unguarded[0], ("BINLOG_OUTBOX__NATS__PUBLISH_MODE", "auto")],
+    );
+    assert!(
+        auto.is_ok(),
+        "auto falls back to per_message without the guard"
+    );
 }
 
 #[test]

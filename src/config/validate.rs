@@ -117,14 +117,10 @@ impl Config {
                 nats.stream_replicas
             ));
         }
-        match nats.publish_mode {
-            super::PublishMode::PerMessage => {}
-            mode @ (super::PublishMode::AtomicBatch | super::PublishMode::Auto) => {
-                problems.push(format!(
-                    "nats.publish_mode: {:?} is not yet supported (atomic batch publishing is being built, see issue 14); remove the key or set it to \"per_message\"",
-                    mode.label()
-                ));
-            }
+        if nats.publish_mode == super::PublishMode::AtomicBatch && !nats.exclusive_streams {
+            problems.push(
+                "nats.publish_mode: \"atomic_batch\" needs nats.exclusive_streams = true (each batch expects the stream's last sequence, which only holds when nothing else writes to the stream); use \"auto\" or \"per_message\"".into(),
+            );
         }
         positive("nats.ack_timeout_ms", nats.ack_timeout_ms, problems);
         positive("nats.connect_timeout_ms", nats.connect_timeout_ms, problems);

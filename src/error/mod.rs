@@ -234,6 +234,20 @@ fn publish_policy(error: &PublishError) -> Policy {
         TooLarge { .. } => {
             "raise max_payload on the NATS server or make the event smaller; nothing past it was checkpointed"
         }
+        Batch { source, .. } => match source.code() {
+            Some(crate::publish::batch::ERR_BATCH_DISABLED) => {
+                "the stream does not allow atomic batches: set allow_atomic on it (the connector does for streams it creates, and for its streams when nats.publish_mode = \"atomic_batch\"), or set nats.publish_mode = \"per_message\""
+            }
+            Some(crate::publish::batch::ERR_BATCH_TOO_LARGE) => {
+                "the server's jetstream.limits.max_batch_size is below 1000: raise it, or set nats.publish_mode = \"per_message\""
+            }
+            // Lost, abandoned, overtaken, or a duplicate id (the next run sends those
+            // events one at a time): resumed from the acknowledged position.
+            _ => return Policy::Retry,
+        },
+        AtomicBatchesUnsupported { .. } => {
+            "upgrade nats-server to 2.12.1 or later, or set nats.publish_mode to \"auto\" or \"per_message\""
+        }
     };
     Policy::Fatal { hint }
 }

@@ -81,6 +81,21 @@ pub enum PublishError {
         #[source]
         source: async_nats::jetstream::context::PublishError,
     },
+    #[error(
+        "atomic batch {batch} of stream {stream} (events {first_id} to {last_id}) was not stored"
+    )]
+    Batch {
+        batch: String,
+        stream: String,
+        first_id: String,
+        last_id: String,
+        #[source]
+        source: Box<crate::publish::batch::BatchError>,
+    },
+    #[error(
+        "nats.publish_mode = \"atomic_batch\" needs nats-server 2.12.1 or later (this one is {version}); upgrade it, or set nats.publish_mode to \"auto\" or \"per_message\""
+    )]
+    AtomicBatchesUnsupported { version: String },
     #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
     Ack {
         id: String,
@@ -106,6 +121,8 @@ impl PublishError {
             Self::Overtaken { .. } => "publish_overtaken",
             Self::Refused { .. } => "publish_refused",
             Self::Ack { .. } => "publish_ack",
+            Self::Batch { .. } => "publish_batch",
+            Self::AtomicBatchesUnsupported { .. } => "atomic_batches_unsupported",
             Self::LeaseExpired { .. } => "lease_expired",
         }
     }

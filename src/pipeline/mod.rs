@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::{Config, ConfigError, NatsConfig};
-use crate::error::{Error, Policy, PublishError, error_chain};
+use crate::error::{Error, Policy, error_chain};
 use crate::ha::LeaseClock;
 use crate::observe::{self, Limits, Observer, http::HttpServer};
 use crate::publish::Publisher;
@@ -301,7 +301,8 @@ impl Supervisor {
         }
         let publisher = self.publisher.as_ref().expect("connected above");
         // Every attempt: a stream deleted meanwhile is created again (or reported).
-        match until_cancelled(cancel, ensure_streams(publisher, &self.context)).await {
+        let streams = publisher.prepare_streams(&self.context.streams);
+        match until_cancelled(cancel, streams).await {
             None => return (Ok(()), acked),
             Some(Err(e)) => return (Err(e.into()), acked),
             Some(Ok(())) => {}
@@ -344,14 +345,6 @@ async fn retry_after(
             None
         }
     }
-}
-
-/// Creates or verifies every stream.
-async fn ensure_streams(publisher: &Publisher, context: &Context) -> Result<(), PublishError> {
-    for (stream, filters) in &context.streams {
-        publisher.ensure_stream(stream, filters).await?;
-    }
-    Ok(())
 }
 
 /// `work`, unless `cancel` fires first (`None`).

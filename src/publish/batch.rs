@@ -94,6 +94,8 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 50;
 pub const ERR_BATCH_DUPLICATE: u64 = 10201;
 /// JetStream error: the batch was abandoned (gap, timeout) and nothing of it stored.
 pub const ERR_BATCH_INCOMPLETE: u64 = 10176;
+/// JetStream error: the batch holds more messages than the server's `max_batch_size`.
+pub const ERR_BATCH_TOO_LARGE: u64 = 10199;
 /// JetStream error: the stream does not allow atomic batches.
 pub const ERR_BATCH_DISABLED: u64 = 10174;
 

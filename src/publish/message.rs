@@ -96,14 +96,10 @@ impl OutgoingMessage {
         }
     }
 
-    /// Bytes nats-server counts against `max_payload` once an `Nats-Expected-Last-Msg-Id`
-    /// header of `expected_last_len` bytes is added (0: none): the header block and the body.
-    pub fn wire_size(&self, expected_last_len: usize) -> usize {
-        let expected = match expected_last_len {
-            0 => 0,
-            n => header_line_len("Nats-Expected-Last-Msg-Id", n),
-        };
-        header_block_len(&self.headers) + expected + self.payload.len()
+    /// Bytes nats-server counts against `max_payload` once `extra_headers` bytes of header
+    /// lines are added: the header block and the body.
+    pub fn wire_size(&self, extra_headers: usize) -> usize {
+        header_block_len(&self.headers) + extra_headers + self.payload.len()
     }
 
     /// The dead letter that stands in for this message: the id with the dead-letter suffix,
@@ -161,7 +157,8 @@ pub fn header_block_len(headers: &HeaderMap) -> usize {
     len
 }
 
-fn header_line_len(name: &str, value_len: usize) -> usize {
+/// Bytes of one `Name: value\r\n` header line with a value of `value_len` bytes.
+pub fn header_line_len(name: &str, value_len: usize) -> usize {
     name.len() + ": ".len() + value_len + "\r\n".len()
 }
 
@@ -211,10 +208,9 @@ mod tests {
         };
         assert_eq!(m.wire_size(0), serialised + 10);
         let before = m.wire_size(0);
-        assert_eq!(
-            m.wire_size(3),
-            before + "Nats-Expected-Last-Msg-Id: e-0\r\n".len()
-        );
+        let line = header_line_len("Nats-Expected-Last-Msg-Id", 3);
+        assert_eq!(line, "Nats-Expected-Last-Msg-Id: e-0\r\n".len());
+        assert_eq!(m.wire_size(line), before + line);
         m.headers.insert(headers::EXPECTED_LAST_MSG_ID, "e-0");
         assert_eq!(
             m.wire_size(0),

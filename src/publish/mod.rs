@@ -25,12 +25,15 @@
 //! (subject, headers and body), [`order`] (the order guard's chain).
 
 pub mod batch;
+mod batched;
+pub mod grouping;
 pub mod message;
 pub mod order;
 pub mod stream;
 mod window;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,13 +47,14 @@ use futures::future::BoxFuture;
 use tracing::info;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::NatsConfig;
+use crate::config::{NatsConfig, PublishMode};
 use crate::error::PublishError;
 use crate::observe::Observer;
 use crate::position::RowPosition;
 use crate::secret::UrlCredentials;
 
 pub use message::{OutgoingMessage, headers};
+use stream::AtomicBatches;
 pub use stream::{StreamState, StreamTip};
 pub use window::AckWindow;
 
@@ -62,6 +66,12 @@ pub struct Publisher {
     /// Ids JetStream acknowledged as duplicates (not stored): the order chain must not expect
     /// them as a stream's last message, in this run or the next one.
     known_duplicates: Mutex<HashSet<String>>,
+    /// Whether runs publish atomic batches (decided by [`Publisher::choose_delivery`]).
+    atomic_batches: AtomicBool,
+    delivery_logged: AtomicBool,
+    /// The last position of a batch JetStream refused for holding an id it already had:
+    /// the next run sends the events up to it one at a time (see `batched`).
+    one_by_one_through: Arc<Mutex<Option<RowPosition>>>,
 }
 
 /// A NATS connection with the `[nats]` settings (addresses, credentials, TLS, timeout),
@@ -145,6 +155,9 @@ impl Publisher {
             js,
             config: config.clone(),
             known_duplicates: Mutex::default(),
+            atomic_batches: AtomicBool::new(false),
+            delivery_logged: AtomicBool::new(false),
+            one_by_one_through: Arc::default(),
         })
     }
 
@@ -168,6 +181,27 @@ impl Publisher {
     /// identity, stamped on every message), skipping those `stored` already holds.
     pub fn window(&self, stored: StoredThrough, source: Option<String>) -> AckWindow<'_> {
         AckWindow::new(self, stored, source)
+    }
+
+    /// Whether runs publish whole transactions as atomic batches.
+    pub fn uses_atomic_batches(&self) -> bool {
+        self.atomic_batches.load(Ordering::Relaxed)
+    }
+
+    /// Where the next batched run stops sending events one at a time.
+    fn one_by_one_through(&self) -> Option<RowPosition> {
+        self.one_by_one_through
+            .lock()
+            .expect("not poisoned")
+            .clone()
+    }
+
+    /// A batched run went past `through`.
+    fn clear_one_by_one(&self, through: &RowPosition) {
+        let mut slot = self.one_by_one_through.lock().expect("not poisoned");
+        if slot.as_ref() == Some(through) {
+            *slot = None;
+        }
     }
 
     fn is_known_duplicate(&self, id: &str) -> bool {
@@ -238,6 +272,57 @@ impl Publisher {
             committed_us,
         };
         Ok(classify_ack(ack, acked, expected_last).boxed())
+    }
+
+    /// Creates or verifies every stream (name → subject filters), and decides whether runs
+    /// publish atomic batches (`nats.publish_mode`; the decision is logged when it changes).
+    pub async fn prepare_streams(
+        &self,
+        streams: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), PublishError> {
+        let version = self.server_version();
+        let supported = batch::server_supports_atomic_batches(&version);
+        let (wish, reason) = match self.config.publish_mode {
+            PublishMode::PerMessage => (AtomicBatches::No, "nats.publish_mode = per_message"),
+            PublishMode::AtomicBatch if !supported => {
+                return Err(PublishError::AtomicBatchesUnsupported { version });
+            }
+            PublishMode::AtomicBatch => {
+                (AtomicBatches::Required, "nats.publish_mode = atomic_batch")
+            }
+            PublishMode::Auto if !supported => (
+                AtomicBatches::No,
+                "auto: this nats-server has no atomic batches with message ids (2.12.1+)",
+            ),
+            PublishMode::Auto if !self.config.exclusive_streams => (
+                AtomicBatches::No,
+                "auto: atomic batches need nats.exclusive_streams",
+            ),
+            PublishMode::Auto => (AtomicBatches::IfCreated, "auto"),
+        };
+        let mut all_atomic = wish != AtomicBatches::No;
+        let mut refusing = None;
+        for (stream, filters) in streams {
+            if !self.ensure_stream_for(stream, filters, wish).await? {
+                all_atomic = false;
+                refusing.get_or_insert(stream.as_str());
+            }
+        }
+        let was = self.atomic_batches.swap(all_atomic, Ordering::Relaxed);
+        if was != all_atomic || !self.delivery_logged.swap(true, Ordering::Relaxed) {
+            match (all_atomic, refusing) {
+                (true, _) => {
+                    info!(reason, server = %version, "publishing whole transactions as atomic batches")
+                }
+                (false, Some(stream)) if wish != AtomicBatches::No => info!(
+                    server = %version,
+                    stream,
+                    "auto: publishing each event on its own, since stream {stream} does not allow atomic batches (allow_atomic)"
+                ),
+                (false, _) => info!(reason, server = %version, "publishing each event on its own"),
+            }
+        }
+        Ok(())
     }
 
     /// Flushes and closes the connection, delivering what is buffered.

@@ -21,12 +21,14 @@ impl OrderChain {
         }
     }
 
-    /// Length of the id the next message of `stream` will expect (0: none), for sizing it
-    /// before [`OrderChain::next`] decides its id.
+    /// Bytes of the `Nats-Expected-Last-Msg-Id` header the next message of `stream` will
+    /// carry (0: none), for sizing it before [`OrderChain::next`] decides its id.
     pub fn expected_len(&self, stream: &str) -> usize {
-        match self.enabled {
-            true => self.last.get(stream).map_or(0, String::len),
-            false => 0,
+        match (self.enabled, self.last.get(stream)) {
+            (true, Some(last)) => {
+                super::message::header_line_len("Nats-Expected-Last-Msg-Id", last.len())
+            }
+            _ => 0,
         }
     }
 
@@ -60,7 +62,10 @@ mod tests {
         assert_eq!(chain.expected_len("A"), 0);
         assert_eq!(chain.next(&a, "1", false), None);
         assert_eq!(chain.next(&b, "x", false), None, "streams chain separately");
-        assert_eq!(chain.expected_len("A"), 1);
+        assert_eq!(
+            chain.expected_len("A"),
+            "Nats-Expected-Last-Msg-Id: 1\r\n".len()
+        );
         assert_eq!(chain.next(&a, "2", false).as_deref(), Some("1"));
         assert_eq!(
             chain.next(&a, "1", true).as_deref(),

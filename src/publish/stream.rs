@@ -9,10 +9,21 @@ use tracing::info;
 
 use super::Publisher;
 use super::message::headers;
-use crate::error::PublishError;
+use crate::error::{NatsCause, PublishError};
 use crate::position::RowPosition;
 use crate::route::subject_covers;
 use crate::source::preflight::Check;
+
+/// Whether a stream is to take atomic batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AtomicBatches {
+    /// As it is (per-message publishing).
+    No,
+    /// When the connector creates it (`auto`).
+    IfCreated,
+    /// Created so, or changed to allow them (`atomic_batch`).
+    Required,
+}
 
 /// The last message of a stream, as far as its headers tell where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +126,23 @@ impl Publisher {
     /// Creates stream `name` if missing (when `create_stream`), or verifies that it covers
     /// every subject filter in `filters` and deduplicates.
     pub async fn ensure_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
+        self.ensure_stream_for(name, filters, AtomicBatches::No)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Publisher::ensure_stream`], giving the stream `allow_atomic` as `atomic` asks.
+    /// Returns whether the stream takes atomic batches.
+    pub(super) async fn ensure_stream_for(
+        &self,
+        name: &str,
+        filters: &[String],
+        atomic: AtomicBatches,
+    ) -> Result<bool, PublishError> {
         let Some(mut stream) = self.lookup(name).await? else {
-            return self.create_stream(name, filters).await;
+            self.create_stream(name, filters, atomic != AtomicBatches::No)
+                .await?;
+            return Ok(atomic != AtomicBatches::No);
         };
         let info = stream
             .info()
@@ -136,10 +162,33 @@ impl Publisher {
             });
         }
         info!(stream = %name, subjects = ?info.config.subjects, "stream verified");
-        Ok(())
+        if atomic == AtomicBatches::No {
+            return Ok(false);
+        }
+        let mut config = self.raw_stream_config(name).await?;
+        if config["allow_atomic"] == true {
+            return Ok(true);
+        }
+        if atomic == AtomicBatches::IfCreated {
+            return Ok(false);
+        }
+        config["allow_atomic"] = true.into();
+        self.stream_api("UPDATE", name, &config)
+            .await
+            .map_err(|source| PublishError::StreamCreate {
+                stream: name.to_owned(),
+                source,
+            })?;
+        info!(stream = %name, "stream now allows atomic batches (allow_atomic)");
+        Ok(true)
     }
 
-    async fn create_stream(&self, name: &str, filters: &[String]) -> Result<(), PublishError> {
+    async fn create_stream(
+        &self,
+        name: &str,
+        filters: &[String],
+        allow_atomic: bool,
+    ) -> Result<(), PublishError> {
         if !self.config.create_stream {
             return Err(PublishError::StreamMissing {
                 stream: name.to_owned(),
@@ -153,6 +202,22 @@ impl Publisher {
             num_replicas: self.config.stream_replicas,
             ..Default::default()
         };
+        if allow_atomic {
+            // async-nats has `allow_atomic` only under a feature that also changes its
+            // consumer API for 2.10+ servers: the request is made here.
+            let mut config = serde_json::to_value(&config).expect("a stream config serialises");
+            config["allow_atomic"] = true.into();
+            return match self.stream_api("CREATE", name, &config).await {
+                Ok(_) => {
+                    info!(stream = %name, subjects = ?filters, "stream created, allowing atomic batches");
+                    Ok(())
+                }
+                Err(source) => Err(PublishError::StreamCreate {
+                    stream: name.to_owned(),
+                    source,
+                }),
+            };
+        }
         match self.js.create_stream(config).await {
             Ok(_) => {
                 info!(stream = %name, subjects = ?filters, "stream created");
@@ -172,6 +237,58 @@ impl Publisher {
             }
             Err(e) => Err(unavailable(name, "creating it", e)),
         }
+    }
+
+    /// Whether stream `name` allows atomic batches; `None` when it does not exist or cannot
+    /// be read.
+    pub async fn stream_allows_atomic(&self, name: &str) -> Option<bool> {
+        let config = self.raw_stream_config(name).await.ok()?;
+        config.is_object().then(|| config["allow_atomic"] == true)
+    }
+
+    /// The stream's configuration as the server sends it (with the fields async-nats does
+    /// not know, such as `allow_atomic`).
+    async fn raw_stream_config(&self, name: &str) -> Result<serde_json::Value, PublishError> {
+        let info = self
+            .stream_api("INFO", name, &serde_json::Value::Null)
+            .await
+            .map_err(|source| PublishError::StreamUnavailable {
+                stream: name.to_owned(),
+                action: "reading its configuration",
+                source,
+            })?;
+        Ok(info["config"].clone())
+    }
+
+    /// A JetStream stream API request (`$JS.API.STREAM.<verb>.<name>`): the answer, or the
+    /// error JetStream gave.
+    async fn stream_api(
+        &self,
+        verb: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, NatsCause> {
+        let body = match body {
+            serde_json::Value::Null => bytes::Bytes::new(),
+            body => serde_json::to_vec(body)?.into(),
+        };
+        let reply = tokio::time::timeout(
+            Duration::from_millis(self.config.ack_timeout_ms),
+            self.client
+                .request(format!("$JS.API.STREAM.{verb}.{name}"), body),
+        )
+        .await
+        .map_err(|_| format!("no answer to STREAM.{verb} within nats.ack_timeout_ms"))??;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        if let Some(error) = answer.get("error") {
+            return Err(format!(
+                "JetStream: {} (error {})",
+                error["description"].as_str().unwrap_or("?"),
+                error["err_code"]
+            )
+            .into());
+        }
+        Ok(answer)
     }
 
     /// Preflight view of [`Publisher::ensure_stream`] that changes nothing.

@@ -22,18 +22,19 @@ use crate::config::BadRowPolicy;
 use crate::error::PublishError;
 use crate::ha::LeaseClock;
 use crate::observe::Observer;
+use crate::outbox::OutboxEvent;
 use crate::source::SourceMessage;
 
 /// One run of the publisher stage.
 pub struct AckWindow<'a> {
-    publisher: &'a Publisher,
+    pub(super) publisher: &'a Publisher,
     /// Events the streams already hold (not published again).
-    stored: StoredThrough,
+    pub(super) stored: StoredThrough,
     /// The source server's identity, stamped on every message.
-    source: Option<String>,
-    observer: Option<Arc<Observer>>,
+    pub(super) source: Option<String>,
+    pub(super) observer: Option<Arc<Observer>>,
     /// The leader's deadline under `[ha]`: nothing is published after it.
-    lease: Option<Arc<LeaseClock>>,
+    pub(super) lease: Option<Arc<LeaseClock>>,
 }
 
 impl<'a> AckWindow<'a> {
@@ -73,6 +74,9 @@ impl<'a> AckWindow<'a> {
         acked: &watch::Sender<Option<Checkpoint>>,
         cancel: CancellationToken,
     ) -> Result<(), PublishError> {
+        if self.publisher.uses_atomic_batches() {
+            return self.run_batched(rx, acked, cancel).await;
+        }
         let publisher = self.publisher;
         let window = publisher.config.ack_window;
         let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
@@ -106,13 +110,12 @@ impl<'a> AckWindow<'a> {
                 msg = rx.recv(), if reading && waiting.len() < window => match msg {
                     None => reading = false,
                     Some(SourceMessage::Event(event)) => {
-                        if self.stored.get(&*event.stream).is_some_and(|p| event.position <= *p) {
-                            // Stored before a crash; maybe outside the dedup window by now.
-                            debug!(id = %event.id, position = %event.position, "already stored, not republished");
+                        if self.is_stored(&event) {
                             continue;
                         }
                         let message = OutgoingMessage::new(*event, self.source.as_deref());
-                        let message = self.dead_letter_if_oversized(message, &chain);
+                        let expected_len = chain.expected_len(&message.stream);
+                        let message = self.dead_letter_if_oversized(message, expected_len);
                         let duplicate = publisher.is_known_duplicate(&message.id);
                         let expected_last = chain.next(&message.stream, &message.id, duplicate);
                         let committed_us = message.committed_us;
@@ -136,16 +139,30 @@ impl<'a> AckWindow<'a> {
         }
     }
 
-    /// A message above the server's max_payload (headers included) becomes a dead letter
-    /// (reason in a header, no body) when its table's policy says so; otherwise it is
-    /// returned unchanged, and refused by [`Publisher::publish`].
-    fn dead_letter_if_oversized(
+    /// Whether the streams already hold `event` (stored before a crash, maybe outside the
+    /// dedup window by now): it is not published again.
+    pub(super) fn is_stored(&self, event: &OutboxEvent) -> bool {
+        let stored = self
+            .stored
+            .get(&*event.stream)
+            .is_some_and(|p| event.position <= *p);
+        if stored {
+            debug!(id = %event.id, position = %event.position, "already stored, not republished");
+        }
+        stored
+    }
+
+    /// A message above the server's max_payload (headers included, with `extra_headers`
+    /// bytes of headers still to be added) becomes a dead letter (reason in a header, no
+    /// body) when its table's policy says so; otherwise it is returned unchanged, and
+    /// refused when it is sent.
+    pub(super) fn dead_letter_if_oversized(
         &self,
         message: OutgoingMessage,
-        chain: &OrderChain,
+        extra_headers: usize,
     ) -> OutgoingMessage {
         let max = self.publisher.max_payload();
-        let size = message.wire_size(chain.expected_len(&message.stream));
+        let size = message.wire_size(extra_headers);
         if size <= max {
             return message;
         }

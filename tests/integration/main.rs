@@ -6,6 +6,7 @@
 mod support;
 
 mod atomic_batch;
+mod atomic_publish;
 mod bad_rows;
 mod cloudevents;
 mod cluster;

@@ -1,0 +1,420 @@
+//! The publisher stage in `atomic_batch` mode: whole transactions as JetStream atomic
+//! batches (protocol in [`super::batch`], grouping in [`super::grouping`]).
+//!
+//! Group commit: while batches commit, the next fills. A batch is sent when it is full, or
+//! as soon as no more input is waiting and fewer than [`BATCHES_IN_FLIGHT`] batches await
+//! their commit; so a quiet stream commits each transaction at once and a backlog fills
+//! batches to the server's limit of [`MAX_BATCH_MESSAGES`].
+//!
+//! Order: each batch's first message expects the stream's last sequence before it
+//! (`Nats-Expected-Last-Sequence`: read from the stream before this run's first batch, then
+//! advanced by each batch's size, since a batch is stored whole or not at all). A batch that
+//! is lost therefore makes every later one fail rather than be stored ahead of it; the run
+//! ends with the error and the supervisor resumes from the last acknowledged transaction end
+//! (the start-up skip leaves out what the stream already holds).
+//!
+//! A batch refused because the stream already holds one of its ids (error 10201: an outbox id
+//! repeated within the duplicate window) cannot be told apart message by message, and would
+//! be refused on every retry. The publisher remembers the last position of such a batch;
+//! the next run sends the events up to it one at a time (dedup drops the duplicate, as in
+//! per-message mode, and each expects the stream's last sequence), then batches again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::batch::{self, BatchMessage, MAX_BATCH_ID_LEN, MAX_BATCH_MESSAGES};
+use super::grouping::{Grouper, Output};
+use super::message::header_line_len;
+use super::{AckWindow, OutgoingMessage, Publisher};
+use crate::checkpoint::Checkpoint;
+use crate::error::PublishError;
+use crate::position::RowPosition;
+use crate::source::SourceMessage;
+
+/// Batches awaiting their commit at once (the server allows 50 per stream): enough to keep
+/// the server busy while the next batch fills, few enough that a quiet stream's transaction
+/// waits for at most this many commits.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Header bytes a message gains in a batch (id, sequence, commit, expected last sequence),
+/// at most: counted before the max_payload check.
+fn batch_header_bytes() -> usize {
+    header_line_len(batch::BATCH_ID, MAX_BATCH_ID_LEN)
+        + header_line_len(batch::BATCH_SEQUENCE, 4)
+        + header_line_len(batch::BATCH_COMMIT, 1)
+        + header_line_len("Nats-Expected-Last-Sequence", 20)
+}
+
+/// What an entry of the commit queue resolves to.
+enum Done {
+    Batch {
+        stream: Arc<str>,
+        committed_us: Vec<u64>,
+    },
+    End(Box<Checkpoint>),
+}
+
+type Commit = BoxFuture<'static, Result<Done, PublishError>>;
+
+/// State of one batched run.
+struct Batcher<'w, 'a> {
+    window: &'w AckWindow<'a>,
+    /// Per stream, the last sequence the next batch expects (read before the first one).
+    last_sequence: HashMap<Arc<str>, u64>,
+    commits: FuturesOrdered<Commit>,
+    batches_in_flight: usize,
+    /// Commit times of the messages sent and not yet committed, oldest first (for the lag).
+    waiting: VecDeque<u64>,
+    /// Batch ids: a prefix unique to this run, and a counter.
+    run_id: String,
+    batches_sent: u64,
+    /// Events up to here go one at a time (see the module docs), then `None`.
+    one_by_one_through: Option<RowPosition>,
+}
+
+impl AckWindow<'_> {
+    /// [`AckWindow::run`] with atomic batches.
+    pub(super) async fn run_batched(
+        self,
+        mut rx: mpsc::Receiver<SourceMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+        cancel: CancellationToken,
+    ) -> Result<(), PublishError> {
+        let mut grouper: Grouper<OutgoingMessage, Box<Checkpoint>> =
+            Grouper::new(MAX_BATCH_MESSAGES);
+        let mut out = Vec::new();
+        let mut batcher = Batcher {
+            window: &self,
+            last_sequence: HashMap::new(),
+            commits: FuturesOrdered::new(),
+            batches_in_flight: 0,
+            waiting: VecDeque::new(),
+            run_id: nuid::next().to_string(),
+            batches_sent: 0,
+            one_by_one_through: self.publisher.one_by_one_through(),
+        };
+        let extra_headers = batch_header_bytes();
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if reading => {
+                    debug!(in_flight = batcher.batches_in_flight, "publisher stops reading");
+                    reading = false;
+                }
+                Some(done) = batcher.commits.next(), if !batcher.commits.is_empty() => {
+                    batcher.settle(done?, acked);
+                    if reading
+                        && rx.is_empty()
+                        && grouper.has_group()
+                        && batcher.batches_in_flight < BATCHES_IN_FLIGHT
+                    {
+                        grouper.flush(&mut out);
+                        batcher.send_all(&mut out, acked).await?;
+                    }
+                }
+                msg = rx.recv(), if reading => {
+                    match msg {
+                        None => {
+                            // The source ended: what it read in full still goes out.
+                            reading = false;
+                            grouper.flush(&mut out);
+                        }
+                        Some(SourceMessage::Event(event)) => {
+                            if self.is_stored(&event) {
+                                continue;
+                            }
+                            let message = OutgoingMessage::new(*event, self.source.as_deref());
+                            let message = self.dead_letter_if_oversized(message, extra_headers);
+                            self.refuse_oversized(&message, extra_headers)?;
+                            let stream = Arc::clone(&message.stream);
+                            grouper.push(&stream, message, &mut out);
+                        }
+                        Some(SourceMessage::TransactionEnd(checkpoint)) => {
+                            grouper.end(checkpoint, &mut out);
+                        }
+                    }
+                    if rx.is_empty() && batcher.batches_in_flight < BATCHES_IN_FLIGHT {
+                        grouper.flush(&mut out);
+                    }
+                    batcher.send_all(&mut out, acked).await?;
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// A message still above max_payload after [`AckWindow::dead_letter_if_oversized`]
+    /// (its table has no dead-letter subject) stops the run.
+    fn refuse_oversized(
+        &self,
+        message: &OutgoingMessage,
+        extra_headers: usize,
+    ) -> Result<(), PublishError> {
+        let max = self.publisher.max_payload();
+        let size = message.wire_size(extra_headers);
+        match size > max {
+            true => Err(PublishError::TooLarge {
+                id: message.id.clone(),
+                subject: message.subject.clone(),
+                size,
+                max,
+            }),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Batcher<'_, '_> {
+    fn publisher(&self) -> &Publisher {
+        self.window.publisher
+    }
+
+    /// Sends what the grouper handed out, in order, waiting for a commit slot when all are
+    /// taken.
+    async fn send_all(
+        &mut self,
+        out: &mut Vec<Output<OutgoingMessage, Box<Checkpoint>>>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+    ) -> Result<(), PublishError> {
+        for output in out.drain(..) {
+            match output {
+                Output::End(checkpoint) => self
+                    .commits
+                    .push_back(futures::future::ready(Ok(Done::End(checkpoint))).boxed()),
+                Output::Batch { stream, messages } => {
+                    while self.batches_in_flight >= BATCHES_IN_FLIGHT {
+                        let done = self.commits.next().await.expect("batches are in flight");
+                        self.settle(done?, acked);
+                    }
+                    self.send_batch(stream, messages, acked).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A commit (or transaction end) that resolved.
+    fn settle(&mut self, done: Done, acked: &watch::Sender<Option<Checkpoint>>) {
+        match done {
+            Done::Batch {
+                stream,
+                committed_us,
+            } => {
+                self.batches_in_flight -= 1;
+                for committed in committed_us {
+                    self.waiting.pop_front();
+                    if let Some(o) = &self.window.observer {
+                        o.acked(&stream, false, committed, self.waiting.front().copied());
+                    }
+                }
+            }
+            Done::End(checkpoint) => {
+                acked.send_replace(Some(*checkpoint));
+            }
+        }
+    }
+
+    /// The stream's last sequence the next batch of `stream` expects.
+    async fn expected_last_sequence(&mut self, stream: &Arc<str>) -> Result<u64, PublishError> {
+        if let Some(seq) = self.last_sequence.get(stream) {
+            return Ok(*seq);
+        }
+        // Nothing of this stream is in flight in this run yet.
+        let seq = self
+            .publisher()
+            .stream_state(stream)
+            .await?
+            .map_or(0, |state| state.last_sequence);
+        self.last_sequence.insert(Arc::clone(stream), seq);
+        Ok(seq)
+    }
+
+    async fn send_batch(
+        &mut self,
+        stream: Arc<str>,
+        messages: Vec<OutgoingMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+    ) -> Result<(), PublishError> {
+        let last_position = messages
+            .last()
+            .map(|m| m.position.clone())
+            .expect("a batch is never empty");
+        if let Some(through) = self.one_by_one_through.take() {
+            if messages[0].position <= through {
+                self.one_by_one_through = Some(through);
+                return self.send_one_by_one(stream, messages, acked).await;
+            }
+            self.publisher().clear_one_by_one(&through);
+        }
+        if let Some(lease) = &self.window.lease
+            && !lease.is_valid()
+        {
+            let id = messages[0].id.clone();
+            return Err(PublishError::LeaseExpired { id });
+        }
+        let expected = self.expected_last_sequence(&stream).await?;
+        self.batches_sent += 1;
+        let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
+        let count = messages.len() as u64;
+        let first_id = messages[0].id.clone();
+        let last_id = messages[messages.len() - 1].id.clone();
+        let mut committed_us = Vec::with_capacity(messages.len());
+        let parts: Vec<BatchMessage> = messages
+            .into_iter()
+            .map(|message| {
+                committed_us.push(message.committed_us);
+                BatchMessage {
+                    subject: message.subject.into(),
+                    headers: message.headers,
+                    payload: Bytes::from(message.payload),
+                }
+            })
+            .collect();
+        let timeout = Duration::from_millis(self.publisher().config.ack_timeout_ms);
+        let context = BatchContext {
+            batch: batch_id.clone(),
+            stream: Arc::clone(&stream),
+            first_id,
+            last_id,
+        };
+        let commit = batch::send(
+            &self.publisher().client,
+            &batch_id,
+            Some(expected),
+            parts,
+            timeout,
+        )
+        .await
+        .map_err(|e| context.error(e))?;
+        self.last_sequence
+            .insert(Arc::clone(&stream), expected + count);
+        self.batches_in_flight += 1;
+        for committed in &committed_us {
+            self.waiting.push_back(*committed);
+            if let Some(o) = &self.window.observer {
+                o.published(self.waiting.front().copied().unwrap_or(*committed));
+            }
+        }
+        let one_by_one = Arc::clone(&self.publisher().one_by_one_through);
+        self.commits.push_back(
+            async move {
+                match commit.await {
+                    Ok(_) => Ok(Done::Batch {
+                        stream,
+                        committed_us,
+                    }),
+                    Err(e) => {
+                        if e.code() == Some(batch::ERR_BATCH_DUPLICATE) {
+                            // Remembered for the next run (see the module docs).
+                            *one_by_one.lock().expect("not poisoned") = Some(last_position);
+                        }
+                        Err(context.error(e))
+                    }
+                }
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
+    /// Sends `messages` one publish at a time, each awaited and expecting the stream's last
+    /// sequence, after everything in flight has committed: the path past a batch that was
+    /// refused for holding an id the stream already has.
+    async fn send_one_by_one(
+        &mut self,
+        stream: Arc<str>,
+        messages: Vec<OutgoingMessage>,
+        acked: &watch::Sender<Option<Checkpoint>>,
+    ) -> Result<(), PublishError> {
+        while let Some(done) = self.commits.next().await {
+            self.settle(done?, acked);
+        }
+        let mut expected = self.expected_last_sequence(&stream).await?;
+        let js = &self.publisher().js;
+        for message in messages {
+            if let Some(lease) = &self.window.lease
+                && !lease.is_valid()
+            {
+                return Err(PublishError::LeaseExpired { id: message.id });
+            }
+            let OutgoingMessage {
+                id,
+                subject,
+                mut headers,
+                payload,
+                committed_us,
+                ..
+            } = message;
+            headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
+            let publish = PublishMessage::build()
+                .payload(Bytes::from(payload))
+                .headers(headers);
+            let sent = js.send_publish(subject.clone(), publish).await;
+            let ack = match sent {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(ack) => {
+                    if ack.duplicate {
+                        warn!(id = %id, stream = %stream, "event not stored: the stream already holds an event with this id (within its duplicate window)");
+                    } else {
+                        expected = ack.sequence;
+                    }
+                    if let Some(o) = &self.window.observer {
+                        o.published(committed_us);
+                        o.acked(&stream, ack.duplicate, committed_us, None);
+                    }
+                }
+                Err(source) if source.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(PublishError::Refused {
+                        id,
+                        subject,
+                        source,
+                    });
+                }
+                Err(source) => {
+                    return Err(PublishError::Ack {
+                        id,
+                        subject,
+                        source,
+                    });
+                }
+            }
+        }
+        self.last_sequence.insert(stream, expected);
+        Ok(())
+    }
+}
+
+/// What an error about a batch names.
+struct BatchContext {
+    batch: String,
+    stream: Arc<str>,
+    first_id: String,
+    last_id: String,
+}
+
+impl BatchContext {
+    fn error(&self, source: batch::BatchError) -> PublishError {
+        PublishError::Batch {
+            batch: self.batch.clone(),
+            stream: self.stream.to_string(),
+            first_id: self.first_id.clone(),
+            last_id: self.last_id.clone(),
+            source: Box::new(source),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Grouping consecutive database transactions into atomic batches (pure logic; the
+//! publishing loop is [`super::batched`]).
+//!
+//! A batch holds whole transactions only, per stream, up to `limit` messages. Events of the
+//! transaction being read wait in `current` until its end; then the transaction joins the
+//! open group, or, when it would push a stream's batch above the limit, the group is sent
+//! first. A transaction with more than `limit` events for one stream cannot be atomic: its
+//! events go out in consecutive batches of `limit` as they arrive (everything before them
+//! first), so memory stays bounded by about two batches per stream.
+//!
+//! A transaction end is released only after every batch holding its events (it then follows
+//! them in the output), so a checkpoint never passes an event that is not sent.
+
+use std::sync::Arc;
+
+/// What the grouper hands to the publisher, in publish order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<M, E> {
+    /// Messages for one stream, to be sent as one atomic batch.
+    Batch { stream: Arc<str>, messages: Vec<M> },
+    /// A transaction end whose events are all in batches output before it.
+    End(E),
+}
+
+/// Messages per stream, in the order the streams first appeared.
+struct PerStream<M> {
+    streams: Vec<(Arc<str>, Vec<M>)>,
+}
+
+impl<M> PerStream<M> {
+    fn new() -> Self {
+        Self {
+            streams: Vec::new(),
+        }
+    }
+
+    fn get_mut(&mut self, stream: &Arc<str>) -> &mut Vec<M> {
+        // A connector has a handful of streams: a linear search beats hashing.
+        let at = match self.streams.iter().position(|(s, _)| s == stream) {
+            Some(at) => at,
+            None => {
+                self.streams.push((Arc::clone(stream), Vec::new()));
+                self.streams.len() - 1
+            }
+        };
+        &mut self.streams[at].1
+    }
+
+    fn len_of(&self, stream: &str) -> usize {
+        self.streams
+            .iter()
+            .find(|(s, _)| &**s == stream)
+            .map_or(0, |(_, m)| m.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.streams.iter().all(|(_, m)| m.is_empty())
+    }
+
+    fn total(&self) -> usize {
+        self.streams.iter().map(|(_, m)| m.len()).sum()
+    }
+}
+
+/// Groups events and transaction ends into batches (see the module docs).
+pub struct Grouper<M, E> {
+    limit: usize,
+    /// Complete transactions not yet sent.
+    group: PerStream<M>,
+    /// Ends of the transactions in `group`, in order.
+    ends: Vec<E>,
+    /// The transaction being read (its events not yet in a batch).
+    current: PerStream<M>,
+}
+
+impl<M, E> Grouper<M, E> {
+    /// A grouper making batches of at most `limit` (≥ 1) messages.
+    pub fn new(limit: usize) -> Self {
+        assert!(limit >= 1, "a batch holds at least one message");
+        Self {
+            limit,
+            group: PerStream::new(),
+            ends: Vec::new(),
+            current: PerStream::new(),
+        }
+    }
+
+    /// An event of the transaction being read, for `stream`.
+    pub fn push(&mut self, stream: &Arc<str>, message: M, out: &mut Vec<Output<M, E>>) {
+        let events = self.current.get_mut(stream);
+        events.push(message);
+        if events.len() < self.limit {
+            return;
+        }
+        // Too large for one batch: this part goes now, after everything before it.
+        let chunk = std::mem::take(events);
+        self.flush(out);
+        out.push(Output::Batch {
+            stream: Arc::clone(stream),
+            messages: chunk,
+        });
+    }
+
+    /// The end of the transaction being read.
+    pub fn end(&mut self, end: E, out: &mut Vec<Output<M, E>>) {
+        let fits = self
+            .current
+            .streams
+            .iter()
+            .all(|(s, m)| self.group.len_of(s) + m.len() <= self.limit);
+        if !fits {
+            self.flush(out);
+        }
+        for (stream, mut events) in self.current.streams.drain(..) {
+            if !events.is_empty() {
+                self.group.get_mut(&stream).append(&mut events);
+            }
+        }
+        if self.group.is_empty() {
+            // Nothing of it (or before it) waits: the end can follow what is already out.
+            out.push(Output::End(end));
+        } else {
+            self.ends.push(end);
+        }
+    }
+
+    /// Hands out the open group: a batch per stream, then the ends of its transactions.
+    pub fn flush(&mut self, out: &mut Vec<Output<M, E>>) {
+        for (stream, messages) in self.group.streams.drain(..) {
+            if !messages.is_empty() {
+                out.push(Output::Batch { stream, messages });
+            }
+        }
+        out.extend(self.ends.drain(..).map(Output::End));
+    }
+
+    /// Whether complete transactions wait to be sent.
+    pub fn has_group(&self) -> bool {
+        !self.ends.is_empty()
+    }
+
+    /// Messages held back (the open group and the transaction being read).
+    pub fn held(&self) -> usize {
+        self.group.total() + self.current.total()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Out = Output<u32, &'static str>;
+
+    fn batch(stream: &str, messages: &[u32]) -> Out {
+        Output::Batch {
+            stream: stream.into(),
+            messages: messages.to_vec(),
+        }
+    }
+
+    #[test]
+    fn consecutive_transactions_share_a_batch_until_flushed() {
+        let a: Arc<str> = "A".into();
+        let mut g = Grouper::new(10);
+        let mut out = Vec::new();
+        g.push(&a, 1, &mut out);
+        g.push(&a, 2, &mut out);
+        g.end("t1", &mut out);
+        g.push(&a, 3, &mut out);
+        g.end("t2", &mut out);
+        g.push(&a, 4, &mut out);
+        assert!(out.is_empty(), "nothing goes before a flush: {out:?}");
+        assert!(g.has_group());
+        assert_eq!(g.held(), 4);
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![batch("A", &[1, 2, 3]), Output::End("t1"), Output::End("t2")],
+            "the transaction being read stays"
+        );
+        out.clear();
+        g.end("t3", &mut out);
+        g.flush(&mut out);
+        assert_eq!(out, vec![batch("A", &[4]), Output::End("t3")]);
+        assert_eq!(g.held(), 0);
+        assert!(!g.has_group());
+    }
+
+    #[test]
+    fn a_transaction_that_would_overfill_the_batch_starts_the_next_one() {
+        let a: Arc<str> = "A".into();
+        let mut g = Grouper::new(3);
+        let mut out = Vec::new();
+        g.push(&a, 1, &mut out);
+        g.push(&a, 2, &mut out);
+        g.end("t1", &mut out);
+        g.push(&a, 3, &mut out);
+        g.push(&a, 4, &mut out);
+        g.end("t2", &mut out);
+        assert_eq!(
+            out,
+            vec![batch("A", &[1, 2]), Output::End("t1")],
+            "t2 does not fit beside t1"
+        );
+        out.clear();
+        g.flush(&mut out);
+        assert_eq!(out, vec![batch("A", &[3, 4]), Output::End("t2")]);
+    }
+
+    #[test]
+    fn a_transaction_above_the_limit_goes_out_in_consecutive_batches_after_what_came_before() {
+        let a: Arc<str> = "A".into();
+        let mut g = Grouper::new(2);
+        let mut out = Vec::new();
+        g.push(&a, 1, &mut out);
+        g.end("t1", &mut out);
+        for m in 2..=6 {
+            g.push(&a, m, &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![
+                batch("A", &[1]),
+                Output::End("t1"),
+                batch("A", &[2, 3]),
+                batch("A", &[4, 5]),
+            ]
+        );
+        out.clear();
+        g.end("t2", &mut out);
+        assert!(out.is_empty(), "its tail waits in the group");
+        g.flush(&mut out);
+        assert_eq!(out, vec![batch("A", &[6]), Output::End("t2")]);
+    }
+
+    #[test]
+    fn streams_are_batched_separately_and_an_end_follows_all_of_its_batches() {
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        let mut g = Grouper::new(10);
+        let mut out = Vec::new();
+        g.push(&a, 1, &mut out);
+        g.push(&b, 2, &mut out);
+        g.push(&a, 3, &mut out);
+        g.end("t1", &mut out);
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![batch("A", &[1, 3]), batch("B", &[2]), Output::End("t1")]
+        );
+    }
+
+    #[test]
+    fn an_end_without_events_waits_only_for_what_is_held_before_it() {
+        let a: Arc<str> = "A".into();
+        let mut g: Grouper<u32, &str> = Grouper::new(10);
+        let mut out = Vec::new();
+        g.end("empty", &mut out);
+        assert_eq!(out, vec![Output::End("empty")], "nothing before it");
+        out.clear();
+        g.push(&a, 1, &mut out);
+        g.end("t1", &mut out);
+        g.end("empty2", &mut out);
+        assert!(out.is_empty());
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![batch("A", &[1]), Output::End("t1"), Output::End("empty2")]
+        );
+    }
+}
