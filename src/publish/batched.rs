@@ -311,10 +311,23 @@ impl Batcher<'_, '_> {
         self.commits.push_back(
             async move {
                 match commit.await {
-                    Ok(_) => Ok(Done::Batch {
-                        stream,
-                        committed_us,
-                    }),
+                    Ok(ack) if ack.count == count && ack.last_sequence == expected + count => {
+                        Ok(Done::Batch {
+                            stream,
+                            committed_us,
+                        })
+                    }
+                    // Stored, but not where this run expected it: something else writes to
+                    // the stream. The next run reads the stream's tip again.
+                    Ok(ack) => Err(context.error(batch::BatchError::BadReply {
+                        batch: context.batch.clone(),
+                        reply: format!(
+                            "{} messages stored ending at sequence {}, where {count} ending at {} were expected",
+                            ack.count,
+                            ack.last_sequence,
+                            expected + count
+                        ),
+                    })),
                     Err(e) => {
                         if e.code() == Some(batch::ERR_BATCH_DUPLICATE) {
                             // Remembered for the next run (see the module docs).
