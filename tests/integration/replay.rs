@@ -302,3 +302,57 @@ fn hex(gtrid: &str) -> String {
     let digits: String = gtrid.bytes().map(|b| format!("{b:02x}")).collect();
     format!("X'{digits}'")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_another_binlog_history_with_the_same_names_skip_nothing() {
+    let mut env = TestEnv::start("replay_other_history").await;
+    // The first history's rows in a later file than the second history's will be.
+    env.exec_root("FLUSH BINARY LOGS").await;
+    env.exec_root("FLUSH BINARY LOGS").await;
+    let first = events(1, 3, 1);
+    insert_tx(&mut env.conn().await, &first, true).await;
+    let config = env.write_config("replay.toml", &env.config_toml(None));
+    let out = replay_binary(&config, &binlog_files(&env).await);
+    assert!(out.contains("3 stored"), "{out}");
+    let tip = env
+        .stored_messages()
+        .await
+        .last()
+        .unwrap()
+        .header("Outbox-Source-Position")
+        .to_owned();
+    let tip_file = tip.rsplit_once(':').unwrap().0.to_owned();
+
+    // The same host and port, a new data directory: binlog files of the same names again.
+    env.recreate_database().await;
+    let second = events(10, 3, 1);
+    insert_tx(&mut env.conn().await, &second, true).await;
+    let mut files = binlog_files(&env).await;
+    for _ in 0..10 {
+        if files
+            .iter()
+            .any(|f| f.file_name().unwrap().to_string_lossy() == tip_file)
+        {
+            break;
+        }
+        files = binlog_files(&env).await;
+    }
+    let out = replay_binary(&config, &files);
+    assert!(
+        out.contains("another binlog history") && out.contains("3 stored"),
+        "{out}"
+    );
+    let stored = env.stored_messages().await;
+    // Skipping up to the old last message by position alone would have dropped them.
+    for m in &stored[3..] {
+        let position = m.header("Outbox-Source-Position");
+        let file = position.rsplit_once(':').unwrap().0;
+        assert!(
+            binlog_outbox::position::file_order(file, &tip_file).is_lt(),
+            "the second history's rows lie before the stream's last message: {position} vs {tip}"
+        );
+    }
+    let mut all = first.clone();
+    all.extend(second);
+    assert_exactly_once_in_order(&stored, &all);
+}
