@@ -145,9 +145,23 @@ fn from_debezium(file: &std::path::Path) -> ExitCode {
 async fn replay(config: &Config, files: &[PathBuf]) -> ExitCode {
     match binlog_outbox::replay::replay(config, files).await {
         Ok(s) => {
+            for stream in &s.streams {
+                println!("{stream}");
+            }
+            for file in &s.not_following {
+                println!(
+                    "warning: {file} does not continue the file given before it (a gap, another order or a renamed file)"
+                );
+            }
+            for xa in &s.unresolved_xa {
+                println!(
+                    "warning: XA transaction {} ({} outbox rows, prepared after {}) is neither committed nor rolled back in the given files: its rows were not published; replay again with the file holding its XA COMMIT too",
+                    xa.xid, xa.rows, xa.prepared_after
+                );
+            }
             println!(
-                "replayed {} events from {} files: {} stored, {} already in the stream",
-                s.events, s.files, s.stored, s.duplicates
+                "replayed {} events from {} files: {} stored, {} already in the stream, {} skipped (stored by an earlier replay)",
+                s.events, s.files, s.stored, s.duplicates, s.skipped
             );
             ExitCode::SUCCESS
         }

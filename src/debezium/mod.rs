@@ -99,6 +99,9 @@ pub(crate) struct Target {
     pub nats_url: Option<String>,
     pub create_stream: Option<bool>,
     pub name: Option<String>,
+    /// Debezium sent the payload as an escaped JSON string (`table.expand.json.payload`
+    /// absent or false); binlog-outbox publishes the column's bytes.
+    pub payload_as_string: bool,
 }
 
 impl Default for Target {
@@ -125,6 +128,7 @@ impl Default for Target {
             nats_url: None,
             create_stream: None,
             name: None,
+            payload_as_string: true,
         }
     }
 }
@@ -200,6 +204,10 @@ pub fn convert(text: &str) -> Result<Conversion, DebeziumError> {
         } else {
             source::other(key, &mut notes);
         }
+    }
+    let expand_key = format!("{router_prefix}table.expand.json.payload");
+    if !props.iter().any(|(k, _)| *k == expand_key) {
+        router::expand_json_payload(&expand_key, None, &mut target, &mut notes);
     }
     if target.tables.is_empty() {
         target.tables = target

@@ -71,6 +71,9 @@ pub fn toml(t: &Target, subject: &str, notes: &[Note]) -> String {
             .iter()
             .map(|(k, v)| format!("{k} = {}", quoted(v)))
             .collect();
+        if t.payload_as_string {
+            let _ = writeln!(out, "{}", payload_note());
+        }
         let _ = writeln!(out, "columns = {{ {} }}", columns.join(", "));
         if !t.headers.is_empty() {
             let headers: Vec<String> = t
@@ -114,3 +117,11 @@ pub fn toml(t: &Target, subject: &str, notes: &[Note]) -> String {
 /// Above `start`: "latest" loses what was committed between Debezium's stop and the first
 /// start of this connector.
 pub const START_NOTE: &str = "# ACTION NEEDED when moving over: \"latest\" skips rows committed after Debezium stopped.\n# Set start to Debezium's last binlog position (\"FILE:POS\") or GTID set from its offsets,\n# or stop the writers until this connector runs.\n";
+
+/// Above `columns` when Debezium sent the payload as an escaped JSON string.
+pub fn payload_note() -> String {
+    format!(
+        "# NOTE table.expand.json.payload was false or absent: {}.",
+        comment(super::router::PAYLOAD_AS_STRING)
+    )
+}

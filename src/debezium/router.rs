@@ -44,7 +44,7 @@ pub fn apply(key: &str, option: &str, value: &str, t: &mut Target, notes: &mut N
         "table.fields.additional.placement" => placements(key, value, t, notes),
         "table.fields.additional.error.on.missing" => notes.add(key, NotNeeded, "a mapped column the table lacks always stops the connector at start, naming it"),
         "table.field.event.schema.version" => notes.add(key, NotSupported, "Kafka Connect schema versions have no NATS counterpart; map the column as a header (headers = { Schema-Version = \"column\" }) if consumers need it"),
-        "table.expand.json.payload" => notes.add(key, NotNeeded, "the body is the payload column as stored: JSON text stays JSON, never an escaped string"),
+        "table.expand.json.payload" => expand_json_payload(key, Some(value), t, notes),
         "table.json.payload.null.behavior" => notes.add(key, NotNeeded, "the payload is never re-encoded"),
         "table.op.invalid.behavior" => match value.trim() {
             "warn" => notes.add(key, NotNeeded, "UPDATEs and DELETEs on outbox tables are ignored (only INSERTs are published), as with warn"),
@@ -72,6 +72,20 @@ pub fn apply(key: &str, option: &str, value: &str, t: &mut Target, notes: &mut N
         }
         "tracing.operation.name" | "tracing.with.context.field.only" => notes.add(key, NotNeeded, "the connector makes no spans; it passes the row's trace context on as headers"),
         _ => notes.add(key, NotSupported, "not an outbox event router option binlog-outbox knows"),
+    }
+}
+
+/// What Debezium did with a JSON payload column and binlog-outbox does instead.
+pub const PAYLOAD_AS_STRING: &str = "Debezium (JsonConverter) sent the payload column as an escaped JSON string (\"{\\\"a\\\":1}\"); binlog-outbox publishes the column's bytes as they are ({\"a\":1}): consumers that decode that string first must read the body itself as the JSON";
+
+/// `table.expand.json.payload` (`value`; `None`: absent, Debezium's default `false`).
+pub fn expand_json_payload(key: &str, value: Option<&str>, t: &mut Target, notes: &mut Notes) {
+    let expand = value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    t.payload_as_string = !expand;
+    match (expand, value) {
+        (true, _) => notes.add(key, Verdict::NotNeeded, "Debezium expands the JSON string into a structure; binlog-outbox publishes the JSON text as stored (the same JSON, whitespace and key order as written)"),
+        (false, Some(_)) => notes.add(key, Verdict::NotSupported, PAYLOAD_AS_STRING),
+        (false, None) => notes.add(key, Verdict::NotSupported, format!("absent (Debezium's default: false): {PAYLOAD_AS_STRING}")),
     }
 }
 

@@ -201,3 +201,51 @@ transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
         "{err}"
     );
 }
+
+#[test]
+fn a_payload_debezium_sent_as_an_escaped_json_string_is_reported_unless_expanded() {
+    let minimal = "connector.class=io.debezium.connector.mysql.MySqlConnector
+database.include.list=inventory
+transforms=outbox
+transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
+";
+    let key = "transforms.outbox.table.expand.json.payload";
+    for (text, absent) in [
+        (minimal.to_owned(), true),
+        (format!("{minimal}{key}=false\n"), false),
+    ] {
+        let c = convert(&text).unwrap();
+        let notes: Vec<&Note> = c.notes.iter().filter(|n| n.property == key).collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].verdict, Verdict::NotSupported);
+        assert!(
+            notes[0].reason.contains("escaped JSON string")
+                && notes[0].reason.contains("bytes as they are"),
+            "{}",
+            notes[0].reason
+        );
+        assert_eq!(notes[0].reason.starts_with("absent"), absent);
+        assert!(
+            c.toml
+                .contains(&format!("# {key}: not supported: {}", notes[0].reason)),
+            "the note is a comment in the TOML"
+        );
+        assert!(
+            c.toml
+                .contains("# NOTE table.expand.json.payload was false or absent"),
+            "and above the columns:\n{}",
+            c.toml
+        );
+        load(&c.toml);
+    }
+    let expanded = convert(&format!("{minimal}{key}=TRUE\n")).unwrap();
+    assert_eq!(
+        verdict(&expanded, "table.expand.json.payload"),
+        [Verdict::NotNeeded]
+    );
+    assert!(
+        !expanded.toml.contains("escaped JSON string"),
+        "{}",
+        expanded.toml
+    );
+}

@@ -152,6 +152,19 @@ impl<R: Clone> XaTracker<R> {
         })
     }
 
+    /// The prepared transactions holding outbox rows, in prepare order: each id, its resume
+    /// point and how many rows it holds (for `replay`, which reports those its files never
+    /// end).
+    pub fn holding_rows(&self) -> Vec<(&Xid, &R, usize)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.state {
+                State::Prepared(Some((resume, events))) => Some((&e.xid, resume, events.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What the checkpoint records.
     pub fn prepared(&self) -> Vec<PreparedXa> {
         self.entries

@@ -119,6 +119,29 @@ impl BinlogSource {
         self.rewind
     }
 
+    /// The file the positions of the next events name (the last ROTATE's, or the start's).
+    pub(crate) fn current_file(&self) -> &str {
+        &self.file
+    }
+
+    /// Positions from here on name `file` (`replay` reading its next file from disk).
+    pub(crate) fn continue_in_file(&mut self, file: &str) {
+        if self.file != file {
+            self.file = file.to_owned();
+            self.file_shared = Arc::from(file);
+        }
+    }
+
+    /// Prepared XA transactions holding outbox rows that no XA COMMIT or XA ROLLBACK ended
+    /// yet: id, where the binlog stood before their prepare group, rows held.
+    pub(crate) fn unresolved_xa(&self) -> Vec<(Xid, BinlogPosition, usize)> {
+        self.xa
+            .holding_rows()
+            .into_iter()
+            .map(|(xid, before, rows)| (xid.clone(), before.position.clone(), rows))
+            .collect()
+    }
+
     pub fn new(settings: SourceSettings, start: &Checkpoint) -> Self {
         let tables = TableMaps::new(&settings);
         Self {
