@@ -174,14 +174,20 @@ async fn a_reconnect_that_reaches_a_promoted_replica_fails_over_by_gtid() {
     env.wait_for_count(100, Duration::from_secs(30)).await;
     wait_for_checkpoint_at_end(&env).await;
     let outbox = format!("{}.outbox", env.schema);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        // Until replication has created the table, the count fails (1146): wait on.
         let n: Option<u64> = replica_root
             .query_first(format!("SELECT COUNT(*) FROM {outbox}"))
             .await
-            .unwrap();
+            .unwrap_or(None);
         if n == Some(100) {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never caught up: {n:?} rows"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
