@@ -104,10 +104,20 @@ async fn publish_mode_check(
         }
         PublishMode::Auto => {
             for stream in streams.keys() {
-                if publisher.stream_allows_atomic(stream).await == Some(false) {
-                    return per_message(format!(
-                        "stream {stream} does not allow atomic batches (allow_atomic)"
-                    ));
+                match publisher.stream_allows_atomic(stream).await {
+                    Ok(Some(false)) => {
+                        return per_message(format!(
+                            "stream {stream} does not allow atomic batches (allow_atomic)"
+                        ));
+                    }
+                    Err(e) => {
+                        return Check::fail(
+                            name,
+                            format!("auto: cannot read stream {stream}: {}", error_chain(&e)),
+                            "check JetStream permissions and that NATS is reachable",
+                        );
+                    }
+                    Ok(_) => {}
                 }
             }
             Check::pass(

@@ -1,5 +1,5 @@
 //! JetStream atomic batch publishing: the protocol as nats-server implements it, for
-//! `nats.publish_mode = "atomic_batch"` (not yet supported: the config refuses it at load).
+//! `nats.publish_mode = "atomic_batch"` (the publisher stage is `super::batched`).
 //!
 //! Every fact below was read in the nats-server source (github.com/nats-io/nats-server,
 //! commit `1787eee0`, and the tags `v2.12.0` / `v2.12.1` where they differ), and those marked
@@ -61,7 +61,8 @@
 //!   start-up [`super::StoredThrough`]), so a committed batch is not republished. A whole-batch
 //!   duplicate (10201) can therefore not be taken as "stored": batch boundaries differ from one
 //!   run to the next, and a batch that mixes stored and new events would lose the new ones.
-//!   It must end the run (the supervisor then recomputes what is stored and resumes).
+//!   It ends the run (the supervisor then recomputes what is stored and resumes), and the
+//!   next run sends that batch's range one event at a time (`super::batched`).
 //! - nats-server 2.14 also has a non-atomic "fast ingest" batch (`allow_batched`,
 //!   `stream.go` 126): each message is checked and proposed on its own, with the same header
 //!   checks as a single publish, and a `Nats-Msg-Id` duplicate is skipped (not the whole
@@ -92,6 +93,9 @@ pub const MAX_BATCH_MESSAGES: usize = 1000;
 pub const MAX_BATCHES_IN_FLIGHT: usize = 50;
 /// JetStream error: the batch holds a message id the stream already has (nothing stored).
 pub const ERR_BATCH_DUPLICATE: u64 = 10201;
+/// JetStream error: a message id of the batch is still being proposed (clustered): a
+/// duplicate too.
+pub const ERR_DUPLICATE_IN_PROPOSAL: u64 = 10158;
 /// JetStream error: the batch was abandoned (gap, timeout) and nothing of it stored.
 pub const ERR_BATCH_INCOMPLETE: u64 = 10176;
 /// JetStream error: the batch holds more messages than the server's `max_batch_size`.
@@ -162,6 +166,16 @@ pub enum BatchError {
     },
     #[error("JetStream did not confirm batch {batch} within {timeout_ms} ms: outcome unknown")]
     Unconfirmed { batch: String, timeout_ms: u64 },
+    #[error(
+        "batch {batch} was stored as {count} messages ending at sequence {last_sequence}, where {expected_count} ending at {expected_last_sequence} were expected: something else writes to the stream"
+    )]
+    Misplaced {
+        batch: String,
+        count: u64,
+        last_sequence: u64,
+        expected_count: u64,
+        expected_last_sequence: u64,
+    },
     #[error("JetStream's answer to batch {batch} is not a pub ack: {reply:?}")]
     BadReply { batch: String, reply: String },
 }

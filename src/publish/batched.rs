@@ -15,9 +15,10 @@
 //!
 //! A batch refused because the stream already holds one of its ids (error 10201: an outbox id
 //! repeated within the duplicate window) cannot be told apart message by message, and would
-//! be refused on every retry. The publisher remembers the last position of such a batch;
-//! the next run sends the events up to it one at a time (dedup drops the duplicate, as in
-//! per-message mode, and each expects the stream's last sequence), then batches again.
+//! be refused on every retry. The publisher remembers the first and last position of such a
+//! batch; the next run sends the events of batches overlapping that range one at a time
+//! (dedup drops the duplicate, as in per-message mode, and each expects the stream's last
+//! sequence), then batches again. Those transactions are then not atomic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -36,10 +37,10 @@ use tracing::{debug, warn};
 use super::batch::{self, BatchMessage, MAX_BATCH_ID_LEN, MAX_BATCH_MESSAGES};
 use super::grouping::{Grouper, Output};
 use super::message::header_line_len;
-use super::{AckWindow, OutgoingMessage, Publisher};
+use super::{AckWindow, OutgoingMessage, PositionRange, Publisher};
 use crate::checkpoint::Checkpoint;
+use crate::config::PublishMode;
 use crate::error::PublishError;
-use crate::position::RowPosition;
 use crate::source::SourceMessage;
 
 /// Batches awaiting their commit at once (the server allows 50 per stream): enough to keep
@@ -70,7 +71,8 @@ type Commit = BoxFuture<'static, Result<Done, PublishError>>;
 /// State of one batched run.
 struct Batcher<'w, 'a> {
     window: &'w AckWindow<'a>,
-    /// Per stream, the last sequence the next batch expects (read before the first one).
+    /// Per stream, the last sequence the next batch expects (read with the stream tips, or
+    /// before the stream's first batch).
     last_sequence: HashMap<Arc<str>, u64>,
     commits: FuturesOrdered<Commit>,
     batches_in_flight: usize,
@@ -79,8 +81,8 @@ struct Batcher<'w, 'a> {
     /// Batch ids: a prefix unique to this run, and a counter.
     run_id: String,
     batches_sent: u64,
-    /// Events up to here go one at a time (see the module docs), then `None`.
-    one_by_one_through: Option<RowPosition>,
+    /// Per stream, the range whose events go one at a time (see the module docs).
+    refused: HashMap<String, PositionRange>,
 }
 
 impl AckWindow<'_> {
@@ -96,13 +98,18 @@ impl AckWindow<'_> {
         let mut out = Vec::new();
         let mut batcher = Batcher {
             window: &self,
-            last_sequence: HashMap::new(),
+            last_sequence: self
+                .publisher
+                .take_tip_sequences()
+                .into_iter()
+                .map(|(stream, seq)| (Arc::from(stream), seq))
+                .collect(),
             commits: FuturesOrdered::new(),
             batches_in_flight: 0,
             waiting: VecDeque::new(),
             run_id: nuid::next().to_string(),
             batches_sent: 0,
-            one_by_one_through: self.publisher.one_by_one_through(),
+            refused: self.publisher.refused_ranges(),
         };
         let extra_headers = batch_header_bytes();
         let mut reading = true;
@@ -131,10 +138,8 @@ impl AckWindow<'_> {
                             reading = false;
                             grouper.flush(&mut out);
                         }
+                        Some(SourceMessage::Event(event)) if self.is_stored(&event) => {}
                         Some(SourceMessage::Event(event)) => {
-                            if self.is_stored(&event) {
-                                continue;
-                            }
                             let message = OutgoingMessage::new(*event, self.source.as_deref());
                             let message = self.dead_letter_if_oversized(message, extra_headers);
                             self.refuse_oversized(&message, extra_headers)?;
@@ -247,16 +252,18 @@ impl Batcher<'_, '_> {
         messages: Vec<OutgoingMessage>,
         acked: &watch::Sender<Option<Checkpoint>>,
     ) -> Result<(), PublishError> {
-        let last_position = messages
-            .last()
-            .map(|m| m.position.clone())
-            .expect("a batch is never empty");
-        if let Some(through) = self.one_by_one_through.take() {
-            if messages[0].position <= through {
-                self.one_by_one_through = Some(through);
+        let range: PositionRange = (
+            messages[0].position.clone(),
+            messages[messages.len() - 1].position.clone(),
+        );
+        if let Some(refused) = self.refused.get(&*stream) {
+            if range.0 <= refused.1 && range.1 >= refused.0 {
                 return self.send_one_by_one(stream, messages, acked).await;
             }
-            self.publisher().clear_one_by_one(&through);
+            if range.0 > refused.1 {
+                self.publisher().clear_refused_range(&stream, refused);
+                self.refused.remove(&*stream);
+            }
         }
         if let Some(lease) = &self.window.lease
             && !lease.is_valid()
@@ -307,7 +314,8 @@ impl Batcher<'_, '_> {
                 o.published(self.waiting.front().copied().unwrap_or(*committed));
             }
         }
-        let one_by_one = Arc::clone(&self.publisher().one_by_one_through);
+        let refused_ranges = Arc::clone(&self.publisher().refused_ranges);
+        let auto = self.publisher().config.publish_mode == PublishMode::Auto;
         self.commits.push_back(
             async move {
                 match commit.await {
@@ -319,19 +327,32 @@ impl Batcher<'_, '_> {
                     }
                     // Stored, but not where this run expected it: something else writes to
                     // the stream. The next run reads the stream's tip again.
-                    Ok(ack) => Err(context.error(batch::BatchError::BadReply {
+                    Ok(ack) => Err(context.error(batch::BatchError::Misplaced {
                         batch: context.batch.clone(),
-                        reply: format!(
-                            "{} messages stored ending at sequence {}, where {count} ending at {} were expected",
-                            ack.count,
-                            ack.last_sequence,
-                            expected + count
-                        ),
+                        count: ack.count,
+                        last_sequence: ack.last_sequence,
+                        expected_count: count,
+                        expected_last_sequence: expected + count,
                     })),
+                    Err(e) if auto && e.code() == Some(batch::ERR_BATCH_DISABLED) => {
+                        // allow_atomic was turned off: the next attempt decides again (and
+                        // publishes per message).
+                        Err(PublishError::StreamUnavailable {
+                            stream: stream.to_string(),
+                            action: "publishing an atomic batch (auto mode decides again)",
+                            source: Box::new(e),
+                        })
+                    }
                     Err(e) => {
-                        if e.code() == Some(batch::ERR_BATCH_DUPLICATE) {
+                        if matches!(
+                            e.code(),
+                            Some(batch::ERR_BATCH_DUPLICATE | batch::ERR_DUPLICATE_IN_PROPOSAL)
+                        ) {
                             // Remembered for the next run (see the module docs).
-                            *one_by_one.lock().expect("not poisoned") = Some(last_position);
+                            refused_ranges
+                                .lock()
+                                .expect("not poisoned")
+                                .insert(stream.to_string(), range);
                         }
                         Err(context.error(e))
                     }

@@ -267,4 +267,36 @@ mod tests {
             vec![batch("A", &[1]), Output::End("t1"), Output::End("empty2")]
         );
     }
+
+    #[test]
+    fn a_transaction_of_exactly_the_limit_is_one_batch_and_a_chunk_leaves_other_streams_waiting() {
+        let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
+        let mut g = Grouper::new(3);
+        let mut out = Vec::new();
+        for m in 1..=3 {
+            g.push(&a, m, &mut out);
+        }
+        assert_eq!(out, vec![batch("A", &[1, 2, 3])], "full: out at once");
+        out.clear();
+        g.end("t1", &mut out);
+        assert_eq!(out, vec![Output::End("t1")], "nothing of it is held");
+        out.clear();
+        // A transaction over two streams, too large for one batch of A.
+        g.push(&b, 10, &mut out);
+        for m in 4..=7 {
+            g.push(&a, m, &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![batch("A", &[4, 5, 6])],
+            "B's event waits for the end"
+        );
+        out.clear();
+        g.end("t2", &mut out);
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![batch("B", &[10]), batch("A", &[7]), Output::End("t2")]
+        );
+    }
 }

@@ -69,9 +69,13 @@ pub struct Publisher {
     /// Whether runs publish atomic batches (decided by [`Publisher::choose_delivery`]).
     atomic_batches: AtomicBool,
     delivery_logged: AtomicBool,
-    /// The last position of a batch JetStream refused for holding an id it already had:
-    /// the next run sends the events up to it one at a time (see `batched`).
-    one_by_one_through: Arc<Mutex<Option<RowPosition>>>,
+    /// Per stream, the first and last position of a batch JetStream refused for holding an
+    /// id it already had: the next run sends the events of that range one at a time (see
+    /// `batched`).
+    refused_ranges: Arc<Mutex<HashMap<String, PositionRange>>>,
+    /// Per stream, the last sequence read together with the stream tips that decided the
+    /// start-up skip: the next batched run's first batch expects it.
+    tip_sequences: Mutex<HashMap<String, u64>>,
 }
 
 /// A NATS connection with the `[nats]` settings (addresses, credentials, TLS, timeout),
@@ -126,6 +130,9 @@ const MAX_KNOWN_DUPLICATES: usize = 100_000;
 /// has passed), so they are not published again.
 pub type StoredThrough = HashMap<String, RowPosition>;
 
+/// First and last source position of a batch.
+pub type PositionRange = (RowPosition, RowPosition);
+
 /// What an entry of the ack window resolves to.
 enum Completion {
     Acked {
@@ -157,7 +164,8 @@ impl Publisher {
             known_duplicates: Mutex::default(),
             atomic_batches: AtomicBool::new(false),
             delivery_logged: AtomicBool::new(false),
-            one_by_one_through: Arc::default(),
+            refused_ranges: Arc::default(),
+            tip_sequences: Mutex::default(),
         })
     }
 
@@ -188,20 +196,22 @@ impl Publisher {
         self.atomic_batches.load(Ordering::Relaxed)
     }
 
-    /// Where the next batched run stops sending events one at a time.
-    fn one_by_one_through(&self) -> Option<RowPosition> {
-        self.one_by_one_through
-            .lock()
-            .expect("not poisoned")
-            .clone()
+    /// The ranges the next batched run sends one event at a time, per stream.
+    fn refused_ranges(&self) -> HashMap<String, PositionRange> {
+        self.refused_ranges.lock().expect("not poisoned").clone()
     }
 
-    /// A batched run went past `through`.
-    fn clear_one_by_one(&self, through: &RowPosition) {
-        let mut slot = self.one_by_one_through.lock().expect("not poisoned");
-        if slot.as_ref() == Some(through) {
-            *slot = None;
+    /// A batched run went past `range` of `stream`.
+    fn clear_refused_range(&self, stream: &str, range: &PositionRange) {
+        let mut ranges = self.refused_ranges.lock().expect("not poisoned");
+        if ranges.get(stream) == Some(range) {
+            ranges.remove(stream);
         }
+    }
+
+    /// The last sequences read with the stream tips (taken: one run uses them).
+    fn take_tip_sequences(&self) -> HashMap<String, u64> {
+        std::mem::take(&mut *self.tip_sequences.lock().expect("not poisoned"))
     }
 
     fn is_known_duplicate(&self, id: &str) -> bool {

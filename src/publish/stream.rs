@@ -1,6 +1,7 @@
 //! Streams: created or verified at start, checked by `binlog-outbox check`, and read back for
 //! their last message (what a restart may already find stored).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -59,14 +60,18 @@ impl Publisher {
         if !self.config.exclusive_streams {
             return Ok(tips);
         }
+        let mut sequences = HashMap::new();
         for name in streams {
             // Deleted since it was ensured: no tip, nothing to skip.
-            if let Some(state) = self.stream_state(name).await?
-                && let Some(tip) = state.last
-            {
+            let state = self.stream_state(name).await?;
+            sequences.insert(name.clone(), state.as_ref().map_or(0, |s| s.last_sequence));
+            if let Some(tip) = state.and_then(|s| s.last) {
                 tips.push(tip);
             }
         }
+        // Read in the same breath as the tips: a batch committed after them (the last run's,
+        // answered late) must make this run's first batch fail, not be republished beside it.
+        *self.tip_sequences.lock().expect("not poisoned") = sequences;
         Ok(tips)
     }
 
@@ -175,10 +180,7 @@ impl Publisher {
         config["allow_atomic"] = true.into();
         self.stream_api("UPDATE", name, &config)
             .await
-            .map_err(|source| PublishError::StreamCreate {
-                stream: name.to_owned(),
-                source,
-            })?;
+            .map_err(|e| Self::stream_change_failed(name, "allowing atomic batches on it", e))?;
         info!(stream = %name, "stream now allows atomic batches (allow_atomic)");
         Ok(true)
     }
@@ -212,10 +214,7 @@ impl Publisher {
                     info!(stream = %name, subjects = ?filters, "stream created, allowing atomic batches");
                     Ok(())
                 }
-                Err(source) => Err(PublishError::StreamCreate {
-                    stream: name.to_owned(),
-                    source,
-                }),
+                Err(e) => Err(Self::stream_change_failed(name, "creating it", e)),
             };
         }
         match self.js.create_stream(config).await {
@@ -239,11 +238,13 @@ impl Publisher {
         }
     }
 
-    /// Whether stream `name` allows atomic batches; `None` when it does not exist or cannot
-    /// be read.
-    pub async fn stream_allows_atomic(&self, name: &str) -> Option<bool> {
-        let config = self.raw_stream_config(name).await.ok()?;
-        config.is_object().then(|| config["allow_atomic"] == true)
+    /// Whether stream `name` allows atomic batches; `Ok(None)` when it does not exist.
+    pub async fn stream_allows_atomic(&self, name: &str) -> Result<Option<bool>, PublishError> {
+        if self.lookup(name).await?.is_none() {
+            return Ok(None);
+        }
+        let config = self.raw_stream_config(name).await?;
+        Ok(Some(config["allow_atomic"] == true))
     }
 
     /// The stream's configuration as the server sends it (with the fields async-nats does
@@ -252,25 +253,23 @@ impl Publisher {
         let info = self
             .stream_api("INFO", name, &serde_json::Value::Null)
             .await
-            .map_err(|source| PublishError::StreamUnavailable {
-                stream: name.to_owned(),
-                action: "reading its configuration",
-                source,
-            })?;
+            .map_err(|e| unavailable(name, "reading its configuration", e))?;
         Ok(info["config"].clone())
     }
 
-    /// A JetStream stream API request (`$JS.API.STREAM.<verb>.<name>`): the answer, or the
-    /// error JetStream gave.
+    /// A JetStream stream API request (`$JS.API.STREAM.<verb>.<name>`): the answer, or why
+    /// there is none.
     async fn stream_api(
         &self,
         verb: &str,
         name: &str,
         body: &serde_json::Value,
-    ) -> Result<serde_json::Value, NatsCause> {
+    ) -> Result<serde_json::Value, StreamApiError> {
         let body = match body {
             serde_json::Value::Null => bytes::Bytes::new(),
-            body => serde_json::to_vec(body)?.into(),
+            body => serde_json::to_vec(body)
+                .map_err(|e| StreamApiError::Unreachable(Box::new(e)))?
+                .into(),
         };
         let reply = tokio::time::timeout(
             Duration::from_millis(self.config.ack_timeout_ms),
@@ -278,17 +277,35 @@ impl Publisher {
                 .request(format!("$JS.API.STREAM.{verb}.{name}"), body),
         )
         .await
-        .map_err(|_| format!("no answer to STREAM.{verb} within nats.ack_timeout_ms"))??;
-        let answer: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-        if let Some(error) = answer.get("error") {
-            return Err(format!(
-                "JetStream: {} (error {})",
-                error["description"].as_str().unwrap_or("?"),
-                error["err_code"]
+        .map_err(|_| {
+            StreamApiError::Unreachable(
+                format!("no answer to STREAM.{verb} within nats.ack_timeout_ms").into(),
             )
-            .into());
+        })?
+        .map_err(|e| StreamApiError::Unreachable(Box::new(e)))?;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| StreamApiError::Unreachable(Box::new(e)))?;
+        match answer.get("error") {
+            Some(error) => Err(StreamApiError::Refused {
+                code: error["err_code"].as_u64().unwrap_or_default(),
+                description: error["description"].as_str().unwrap_or("?").to_owned(),
+            }),
+            None => Ok(answer),
         }
-        Ok(answer)
+    }
+
+    /// A failed stream change: JetStream's refusal needs the operator, anything else (no
+    /// answer, JetStream temporarily unavailable) may pass.
+    fn stream_change_failed(name: &str, action: &'static str, e: StreamApiError) -> PublishError {
+        match e {
+            StreamApiError::Refused { code, .. } if code != JETSTREAM_NOT_READY => {
+                PublishError::StreamCreate {
+                    stream: name.to_owned(),
+                    source: Box::new(e),
+                }
+            }
+            e => unavailable(name, action, e),
+        }
     }
 
     /// Preflight view of [`Publisher::ensure_stream`] that changes nothing.
@@ -327,6 +344,18 @@ impl Publisher {
             ),
         }
     }
+}
+
+/// JetStream error: JetStream is not ready yet (a cluster electing its meta leader).
+const JETSTREAM_NOT_READY: u64 = 10008;
+
+/// Why a raw stream API request failed.
+#[derive(Debug, thiserror::Error)]
+enum StreamApiError {
+    #[error("JetStream: {description} (error {code})")]
+    Refused { code: u64, description: String },
+    #[error("no usable answer")]
+    Unreachable(#[source] NatsCause),
 }
 
 /// A stream operation that failed for a reason that may pass (NATS unreachable, slow).

@@ -225,17 +225,39 @@ async fn an_outbox_id_repeated_within_the_duplicate_window_is_dropped_and_the_re
     let mut again = all[10..20].to_vec();
     again.insert(5, all[3].clone());
     insert_tx(&mut conn, &again, true).await;
-    insert_tx(&mut conn, &all[20..], true).await;
+    insert_tx(&mut conn, &all[20..30], true).await;
+    env.wait_for_count(30, Duration::from_secs(60)).await;
+    // Past the refused range the connector batches again.
+    insert_tx(&mut conn, &all[30..], true).await;
     env.wait_for_count(all.len() as u64, Duration::from_secs(60))
         .await;
     wait_for_checkpoint_at_end(&env).await;
     let text = connector.log_text();
     assert!(connector.terminate().success());
-    assert_exactly_once_in_order(&env.stored_messages().await, &all);
+    let stored = env.stored_messages().await;
+    assert_exactly_once_in_order(&stored, &all);
     assert!(text.contains("duplicate message id"), "{text}");
     assert!(
         text.contains("the stream already holds an event with this id"),
         "{text}"
+    );
+    let batched = |id: String| {
+        let m = stored
+            .iter()
+            .find(|m| m.header("Nats-Msg-Id") == id)
+            .unwrap();
+        m.headers.contains_key("Nats-Batch-Id")
+    };
+    assert!(
+        all[10..20].iter().all(|e| !batched(e.uuid())),
+        "the refused batch's events went one at a time"
+    );
+    assert!(
+        all[..10]
+            .iter()
+            .chain(&all[30..])
+            .all(|e| batched(e.uuid())),
+        "before and after it, batches"
     );
 }
 
