@@ -118,6 +118,10 @@ fn start_connector(config: &std::path::Path, log: &std::path::Path, mode: &str) 
     Binary::start_with(config, log, "binlog_outbox=info", &wrapper)
 }
 
+fn wrapped() -> bool {
+    std::env::var("BENCH_WRAPPER").is_ok_and(|w| !w.trim().is_empty())
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -288,6 +292,10 @@ struct Stored {
     ids: Vec<String>,
     /// Stored time − commit time of the events numbered in `live` (µs).
     latencies_us: Vec<u64>,
+    /// Atomic batches (distinct `Nats-Batch-Id`s; 0 per message) holding the backlog's
+    /// events and the live events.
+    backlog_batches: u64,
+    live_batches: u64,
 }
 
 /// Reads the whole of `stream` (`expected` messages); latency = stored time − commit time
@@ -296,6 +304,7 @@ async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
     expected: u64,
+    backlog: u64,
     live: std::ops::Range<u64>,
 ) -> Stored {
     let stream = js.get_stream(stream).await.unwrap();
@@ -307,7 +316,10 @@ async fn read_stream(
     let mut out = Stored {
         ids: Vec::new(),
         latencies_us: Vec::new(),
+        backlog_batches: 0,
+        live_batches: 0,
     };
+    let (mut backlog_batches, mut live_batches) = (HashSet::new(), HashSet::new());
     while (out.ids.len() as u64) < expected {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
@@ -324,11 +336,20 @@ async fn read_stream(
         let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
         let n = body["n"].as_u64().unwrap();
         let committed = body["committed_us"].as_u64().unwrap();
+        if let Some(b) = msg.headers.as_ref().and_then(|h| h.get(batch::BATCH_ID)) {
+            match (n < backlog, live.contains(&n)) {
+                (true, _) => backlog_batches.insert(b.to_string()),
+                (_, true) => live_batches.insert(b.to_string()),
+                _ => false,
+            };
+        }
         if live.contains(&n) {
             let stored_us = (msg.info().unwrap().published.unix_timestamp_nanos() / 1000) as u64;
             out.latencies_us.push(stored_us.saturating_sub(committed));
         }
     }
+    out.backlog_batches = backlog_batches.len() as u64;
+    out.live_batches = live_batches.len() as u64;
     out
 }
 
@@ -459,8 +480,10 @@ async fn main() {
         let total = next + live;
         wait_for_stream_count(&js, stream, total, Duration::from_secs(120), POLL).await;
         let live_rss = mib(connector.peak_rss_bytes());
+        let exit = connector.terminate();
+        // Behind BENCH_WRAPPER the exit status is the profiler's.
         assert!(
-            connector.terminate().success(),
+            exit.success() || wrapped(),
             "the {mode} connector exits cleanly (log: {})",
             log.display()
         );
@@ -479,7 +502,7 @@ async fn main() {
     let mut checks = Vec::new();
     let mut latencies = Vec::new();
     for r in &results {
-        let stored = read_stream(&js, r.stream, r.total, r.live.clone()).await;
+        let stored = read_stream(&js, r.stream, r.total, backlog, r.live.clone()).await;
         let unique: HashSet<&String> = stored.ids.iter().collect();
         let expected: HashSet<String> = (0..r.total).map(uuid).collect();
         let exact = stored.ids.len() as u64 == r.total
@@ -489,7 +512,7 @@ async fn main() {
         checks.push((r.stream, r.total, exact));
         let mut lat = stored.latencies_us;
         lat.sort_unstable();
-        latencies.push(lat);
+        latencies.push((lat, stored.backlog_batches, stored.live_batches));
     }
 
     println!();
@@ -516,22 +539,29 @@ async fn main() {
         Some(c) => format!("{:.2}", rate / c),
         None => "–".into(),
     };
-    for (r, lat) in results.iter().zip(&latencies) {
+    // Mean events per atomic batch, when the mode made batches.
+    let per_batch = |events: u64, batches: u64| match batches {
+        0 => String::new(),
+        b => format!(", {:.1} events/batch", events as f64 / b as f64),
+    };
+    for (r, (lat, backlog_batches, live_batches)) in results.iter().zip(&latencies) {
         let catchup_rate = backlog as f64 / r.catchup_secs;
+        let live = r.live.end - r.live.start;
         println!(
-            "| catch-up {}: backlog, transactions of 10 | {backlog} | {catchup_rate:.0} events/s ({:.2} s) | {} | {:.1} MiB |",
+            "| catch-up {}: backlog, transactions of 10 | {backlog} | {catchup_rate:.0} events/s ({:.2} s{}) | {} | {:.1} MiB |",
             r.mode,
             r.catchup_secs,
+            per_batch(backlog, *backlog_batches),
             vs(catchup_rate),
             r.catchup_rss
         );
         println!(
-            "| live {}: {rate}/s for {seconds} s, single-row transactions | {} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms | – | {:.1} MiB |",
+            "| live {}: {rate}/s for {seconds} s, single-row transactions | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB |",
             r.mode,
-            r.live.end - r.live.start,
             percentile(lat, 0.50),
             percentile(lat, 0.99),
             percentile(lat, 1.0),
+            per_batch(live, *live_batches),
             r.live_rss
         );
     }
