@@ -295,17 +295,7 @@ async fn last_replay_from(
     publisher: &Publisher,
     tip: &StreamTip,
 ) -> Result<Option<RowPosition>, PublishError> {
-    fn unavailable(
-        stream: &str,
-        action: &'static str,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> PublishError {
-        PublishError::StreamUnavailable {
-            stream: stream.to_owned(),
-            action,
-            source: Box::new(source),
-        }
-    }
+    use crate::publish::stream::unavailable;
     let name = tip.stream.as_str();
     let mut stream = publisher
         .jetstream()

@@ -359,7 +359,7 @@ enum StreamApiError {
 }
 
 /// A stream operation that failed for a reason that may pass (NATS unreachable, slow).
-fn unavailable(
+pub(crate) fn unavailable(
     stream: &str,
     action: &'static str,
     source: impl std::error::Error + Send + Sync + 'static,
