@@ -122,8 +122,9 @@ pub fn server_supports_atomic_batches(version: &str) -> bool {
 /// JetStream error: the last sequence is not the one the batch's first message expects.
 pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 
-/// Header on a batch's first message: the stream's last sequence it must follow.
-const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+/// Header on a batch's first message (or a single publish): the stream's last sequence it
+/// must follow.
+pub const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
 
 /// One message of a batch; its `Nats-Msg-Id` (if any) goes in `headers`.
 pub struct BatchMessage {

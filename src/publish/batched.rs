@@ -54,7 +54,7 @@ fn batch_header_bytes() -> usize {
     header_line_len(batch::BATCH_ID, MAX_BATCH_ID_LEN)
         + header_line_len(batch::BATCH_SEQUENCE, 4)
         + header_line_len(batch::BATCH_COMMIT, 1)
-        + header_line_len("Nats-Expected-Last-Sequence", 20)
+        + header_line_len(batch::EXPECTED_LAST_SEQUENCE, 20)
 }
 
 /// What an entry of the commit queue resolves to.
@@ -265,12 +265,7 @@ impl Batcher<'_, '_> {
                 self.refused.remove(&*stream);
             }
         }
-        if let Some(lease) = &self.window.lease
-            && !lease.is_valid()
-        {
-            let id = messages[0].id.clone();
-            return Err(PublishError::LeaseExpired { id });
-        }
+        self.window.ensure_leading(&messages[0].id)?;
         let expected = self.expected_last_sequence(&stream).await?;
         self.batches_sent += 1;
         let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
@@ -378,11 +373,7 @@ impl Batcher<'_, '_> {
         let mut expected = self.expected_last_sequence(&stream).await?;
         let js = &self.publisher().js;
         for message in messages {
-            if let Some(lease) = &self.window.lease
-                && !lease.is_valid()
-            {
-                return Err(PublishError::LeaseExpired { id: message.id });
-            }
+            self.window.ensure_leading(&message.id)?;
             let OutgoingMessage {
                 id,
                 subject,
@@ -391,7 +382,7 @@ impl Batcher<'_, '_> {
                 committed_us,
                 ..
             } = message;
-            headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
+            headers.insert(batch::EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
             let publish = PublishMessage::build()
                 .payload(Bytes::from(payload))
                 .headers(headers);

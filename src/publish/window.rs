@@ -119,9 +119,7 @@ impl<'a> AckWindow<'a> {
                         let duplicate = publisher.is_known_duplicate(&message.id);
                         let expected_last = chain.next(&message.stream, &message.id, duplicate);
                         let committed_us = message.committed_us;
-                        if self.lease.as_ref().is_some_and(|lease| !lease.is_valid()) {
-                            return Err(PublishError::LeaseExpired { id: message.id });
-                        }
+                        self.ensure_leading(&message.id)?;
                         in_flight.push_back(publisher.publish(message, expected_last).await?);
                         waiting.push_back(committed_us);
                         if let Some(o) = &observer {
@@ -136,6 +134,15 @@ impl<'a> AckWindow<'a> {
                 },
                 else => return Ok(()),
             }
+        }
+    }
+
+    /// Under `[ha]`: nothing is published once the lease ran out (`id`: the event that would
+    /// have been).
+    pub(super) fn ensure_leading(&self, id: &str) -> Result<(), PublishError> {
+        match self.lease.as_ref().is_some_and(|lease| !lease.is_valid()) {
+            true => Err(PublishError::LeaseExpired { id: id.to_owned() }),
+            false => Ok(()),
         }
     }
 
