@@ -209,9 +209,16 @@ async fn atomic_ceiling(
             .collect::<Vec<_>>();
         let len = messages.len() as u64;
         let id = format!("{name}-{n}");
-        let commit = batch::send(client, &id, Some(last), messages, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let commit = batch::send(
+            client,
+            &id,
+            Some(last),
+            messages,
+            false,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         last += len;
         n += len;
         pending.push_back(commit);

@@ -143,6 +143,29 @@ pub struct BatchAck {
     pub count: u64,
 }
 
+impl BatchAck {
+    /// This commit of `batch`, if it stored `count` messages right after
+    /// `expected_last_sequence`; else [`BatchError::Misplaced`] (something else writes to the
+    /// stream, or the server counted otherwise).
+    pub fn placed(
+        self,
+        batch: &str,
+        count: u64,
+        expected_last_sequence: u64,
+    ) -> Result<BatchAck, BatchError> {
+        match self.count == count && self.last_sequence == expected_last_sequence + count {
+            true => Ok(self),
+            false => Err(BatchError::Misplaced {
+                batch: batch.to_owned(),
+                count: self.count,
+                last_sequence: self.last_sequence,
+                expected_count: count,
+                expected_last_sequence: expected_last_sequence + count,
+            }),
+        }
+    }
+}
+
 /// Why a batch was not confirmed. Only [`BatchError::Unconfirmed`] leaves its outcome
 /// unknown; after any other, nothing of the batch was stored.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +217,10 @@ impl BatchError {
 /// Sends `messages` (1 to [`MAX_BATCH_MESSAGES`], all for one stream) as the atomic batch
 /// `batch` (at most [`MAX_BATCH_ID_LEN`] bytes, unique while it is in flight): all but the
 /// last as plain publishes, the last with the commit header and a reply subject. The first
-/// carries `Nats-Expected-Last-Sequence` = `expected_last_sequence` when given. Returns once
+/// carries `Nats-Expected-Last-Sequence` = `expected_last_sequence` when given. With
+/// `answer_each`, every message asks for an answer: the server answers a staged one with an
+/// empty message and a refused one with its error, which is then the batch's answer (without
+/// it, a refused message only makes the commit fail as incomplete, 10176). Returns once
 /// everything is handed to the client (so the next batch can be sent behind it, in order);
 /// the returned future resolves with the commit's answer, or [`BatchError::Unconfirmed`]
 /// after `timeout`.
@@ -203,6 +229,7 @@ pub async fn send(
     batch: &str,
     expected_last_sequence: Option<u64>,
     messages: Vec<BatchMessage>,
+    answer_each: bool,
     timeout: Duration,
 ) -> Result<BoxFuture<'static, Result<BatchAck, BatchError>>, BatchError> {
     debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
@@ -229,8 +256,10 @@ pub async fn send(
         if let (1, Some(expected)) = (seq, expected_last_sequence) {
             headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
         }
-        let sent = if seq == last {
+        if seq == last {
             headers.insert(BATCH_COMMIT, BATCH_COMMIT_STORE);
+        }
+        let sent = if seq == last || answer_each {
             client
                 .publish_with_reply_and_headers(subject, inbox.clone(), headers, payload)
                 .await
@@ -248,7 +277,16 @@ pub async fn send(
             batch: batch.clone(),
             timeout_ms: timeout.as_millis() as u64,
         };
-        let reply = tokio::time::timeout(timeout, answer.next())
+        let first_answer = async {
+            // Empty answers say a message was staged (only with `answer_each`).
+            while let Some(reply) = answer.next().await {
+                if !reply.payload.is_empty() {
+                    return Some(reply);
+                }
+            }
+            None
+        };
+        let reply = tokio::time::timeout(timeout, first_answer)
             .await
             .map_err(|_| unconfirmed())?
             .ok_or_else(unconfirmed)?;
@@ -308,6 +346,31 @@ mod tests {
                 supported,
                 "{version}"
             );
+        }
+    }
+
+    #[test]
+    fn a_commit_elsewhere_than_right_after_the_expected_sequence_is_misplaced() {
+        let ack = |count, last_sequence| BatchAck {
+            stream: "S".into(),
+            last_sequence,
+            count,
+        };
+        assert_eq!(ack(3, 10).placed("b", 3, 7).unwrap(), ack(3, 10));
+        for (wrong, what) in [(ack(3, 11), "stored later"), (ack(2, 10), "fewer stored")] {
+            let err = wrong.placed("b", 3, 7).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    BatchError::Misplaced {
+                        expected_count: 3,
+                        expected_last_sequence: 10,
+                        ..
+                    }
+                ),
+                "{what}: {err:?}"
+            );
+            assert!(err.to_string().contains("something else writes"), "{err}");
         }
     }
 

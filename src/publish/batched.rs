@@ -19,6 +19,12 @@
 //! batch; the next run sends the events of batches overlapping that range one at a time
 //! (dedup drops the duplicate, as in per-message mode, and each expects the stream's last
 //! sequence), then batches again. Those transactions are then not atomic.
+//!
+//! A batch abandoned as incomplete (10176) had a message refused on its own, which the
+//! server answers only when the message asks for an answer, or lost part of it with a broken
+//! connection. The next run sends batches overlapping it with every message asking for an
+//! answer, so that a refusal (a message above the stream's `max_msg_size`, say) is reported
+//! with its reason; then batches as usual again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -37,7 +43,7 @@ use tracing::{debug, warn};
 use super::batch::{self, BatchMessage, MAX_BATCH_ID_LEN, MAX_BATCH_MESSAGES};
 use super::grouping::{Grouper, Output};
 use super::message::header_line_len;
-use super::{AckWindow, OutgoingMessage, PositionRange, Publisher};
+use super::{AckWindow, OutgoingMessage, PositionRange, Publisher, Refusal, RefusedBatch};
 use crate::checkpoint::Checkpoint;
 use crate::config::PublishMode;
 use crate::error::PublishError;
@@ -81,8 +87,8 @@ struct Batcher<'w, 'a> {
     /// Batch ids: a prefix unique to this run, and a counter.
     run_id: String,
     batches_sent: u64,
-    /// Per stream, the range whose events go one at a time (see the module docs).
-    refused: HashMap<String, PositionRange>,
+    /// Per stream, the refused batch whose range is sent differently (see the module docs).
+    refused: HashMap<String, RefusedBatch>,
 }
 
 impl AckWindow<'_> {
@@ -109,7 +115,7 @@ impl AckWindow<'_> {
             waiting: VecDeque::new(),
             run_id: nuid::next().to_string(),
             batches_sent: 0,
-            refused: self.publisher.refused_ranges(),
+            refused: self.publisher.refused_batches(),
         };
         let extra_headers = batch_header_bytes();
         let mut reading = true;
@@ -256,13 +262,19 @@ impl Batcher<'_, '_> {
             messages[0].position.clone(),
             messages[messages.len() - 1].position.clone(),
         );
+        let mut answer_each = false;
         if let Some(refused) = self.refused.get(&*stream) {
-            if range.0 <= refused.1 && range.1 >= refused.0 {
-                return self.send_one_by_one(stream, messages, acked).await;
-            }
-            if range.0 > refused.1 {
-                self.publisher().clear_refused_range(&stream, refused);
-                self.refused.remove(&*stream);
+            let overlaps = range.0 <= refused.range.1 && range.1 >= refused.range.0;
+            match refused.why {
+                Refusal::Duplicate if overlaps => {
+                    return self.send_one_by_one(stream, messages, acked).await;
+                }
+                Refusal::Incomplete if overlaps => answer_each = true,
+                _ if range.0 > refused.range.1 => {
+                    self.publisher().clear_refused_batch(&stream, refused);
+                    self.refused.remove(&*stream);
+                }
+                _ => {}
             }
         }
         self.window.ensure_leading(&messages[0].id)?;
@@ -296,6 +308,7 @@ impl Batcher<'_, '_> {
             &batch_id,
             Some(expected),
             parts,
+            answer_each,
             timeout,
         )
         .await
@@ -309,26 +322,18 @@ impl Batcher<'_, '_> {
                 o.published(self.waiting.front().copied().unwrap_or(*committed));
             }
         }
-        let refused_ranges = Arc::clone(&self.publisher().refused_ranges);
+        let refused_batches = Arc::clone(&self.publisher().refused_batches);
         let auto = self.publisher().config.publish_mode == PublishMode::Auto;
         self.commits.push_back(
             async move {
-                match commit.await {
-                    Ok(ack) if ack.count == count && ack.last_sequence == expected + count => {
-                        Ok(Done::Batch {
-                            stream,
-                            committed_us,
-                        })
-                    }
-                    // Stored, but not where this run expected it: something else writes to
-                    // the stream. The next run reads the stream's tip again.
-                    Ok(ack) => Err(context.error(batch::BatchError::Misplaced {
-                        batch: context.batch.clone(),
-                        count: ack.count,
-                        last_sequence: ack.last_sequence,
-                        expected_count: count,
-                        expected_last_sequence: expected + count,
-                    })),
+                match commit
+                    .await
+                    .and_then(|ack| ack.placed(&context.batch, count, expected))
+                {
+                    Ok(_) => Ok(Done::Batch {
+                        stream,
+                        committed_us,
+                    }),
                     Err(e) if auto && e.code() == Some(batch::ERR_BATCH_DISABLED) => {
                         // allow_atomic was turned off: the next attempt decides again (and
                         // publishes per message).
@@ -339,15 +344,19 @@ impl Batcher<'_, '_> {
                         })
                     }
                     Err(e) => {
-                        if matches!(
-                            e.code(),
-                            Some(batch::ERR_BATCH_DUPLICATE | batch::ERR_DUPLICATE_IN_PROPOSAL)
-                        ) {
+                        let why = match e.code() {
+                            Some(batch::ERR_BATCH_DUPLICATE | batch::ERR_DUPLICATE_IN_PROPOSAL) => {
+                                Some(Refusal::Duplicate)
+                            }
+                            Some(batch::ERR_BATCH_INCOMPLETE) => Some(Refusal::Incomplete),
+                            _ => None,
+                        };
+                        if let Some(why) = why {
                             // Remembered for the next run (see the module docs).
-                            refused_ranges
+                            refused_batches
                                 .lock()
                                 .expect("not poisoned")
-                                .insert(stream.to_string(), range);
+                                .insert(stream.to_string(), RefusedBatch { range, why });
                         }
                         Err(context.error(e))
                     }

@@ -69,10 +69,9 @@ pub struct Publisher {
     /// Whether runs publish atomic batches (decided by [`Publisher::choose_delivery`]).
     atomic_batches: AtomicBool,
     delivery_logged: AtomicBool,
-    /// Per stream, the first and last position of a batch JetStream refused for holding an
-    /// id it already had: the next run sends the events of that range one at a time (see
-    /// `batched`).
-    refused_ranges: Arc<Mutex<HashMap<String, PositionRange>>>,
+    /// Per stream, the last batch JetStream refused in a way the next run must send
+    /// differently (see `batched`).
+    refused_batches: Arc<Mutex<HashMap<String, RefusedBatch>>>,
     /// Per stream, the last sequence read together with the stream tips that decided the
     /// start-up skip: the next batched run's first batch expects it.
     tip_sequences: Mutex<HashMap<String, u64>>,
@@ -133,6 +132,24 @@ pub type StoredThrough = HashMap<String, RowPosition>;
 /// First and last source position of a batch.
 pub type PositionRange = (RowPosition, RowPosition);
 
+/// A batch JetStream refused, which the next batched run sends differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedBatch {
+    pub range: PositionRange,
+    pub why: Refusal,
+}
+
+/// Why a batch was refused, as far as it changes how it is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It held an id the stream already had (10201, 10158): its events go one at a time.
+    Duplicate,
+    /// It was abandoned as incomplete (10176): the connection broke, or the stream refused
+    /// one of its messages, which answers only a message with a reply subject. It is sent
+    /// again with every message asking for an answer, so such a refusal names its reason.
+    Incomplete,
+}
+
 /// What an entry of the ack window resolves to.
 enum Completion {
     Acked {
@@ -164,7 +181,7 @@ impl Publisher {
             known_duplicates: Mutex::default(),
             atomic_batches: AtomicBool::new(false),
             delivery_logged: AtomicBool::new(false),
-            refused_ranges: Arc::default(),
+            refused_batches: Arc::default(),
             tip_sequences: Mutex::default(),
         })
     }
@@ -196,16 +213,16 @@ impl Publisher {
         self.atomic_batches.load(Ordering::Relaxed)
     }
 
-    /// The ranges the next batched run sends one event at a time, per stream.
-    fn refused_ranges(&self) -> HashMap<String, PositionRange> {
-        self.refused_ranges.lock().expect("not poisoned").clone()
+    /// The refused batches the next batched run sends differently, per stream.
+    fn refused_batches(&self) -> HashMap<String, RefusedBatch> {
+        self.refused_batches.lock().expect("not poisoned").clone()
     }
 
-    /// A batched run went past `range` of `stream`.
-    fn clear_refused_range(&self, stream: &str, range: &PositionRange) {
-        let mut ranges = self.refused_ranges.lock().expect("not poisoned");
-        if ranges.get(stream) == Some(range) {
-            ranges.remove(stream);
+    /// A batched run went past `refused` of `stream`.
+    fn clear_refused_batch(&self, stream: &str, refused: &RefusedBatch) {
+        let mut batches = self.refused_batches.lock().expect("not poisoned");
+        if batches.get(stream) == Some(refused) {
+            batches.remove(stream);
         }
     }
 

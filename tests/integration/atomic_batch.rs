@@ -245,6 +245,9 @@ async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refu
             &format!("lb{i}"),
             Some(expected),
             messages,
+            // The first batch asks for an answer to every message: the 999 empty ones are
+            // passed over for the commit's.
+            i == 0,
             timeout,
         )
         .await
@@ -265,6 +268,7 @@ async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refu
         "lb-again",
         Some(1000),
         library_batch(1001..1251),
+        false,
         timeout,
     )
     .await
@@ -280,6 +284,7 @@ async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refu
         "lb-dup",
         Some(1251),
         library_batch(1001..1251),
+        false,
         timeout,
     )
     .await
@@ -331,6 +336,7 @@ async fn a_batch_cut_off_before_its_commit_stores_nothing_and_is_republished_who
         "again",
         Some(0),
         library_batch(0..4),
+        false,
         Duration::from_secs(5),
     )
     .await

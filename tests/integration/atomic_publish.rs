@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::servers::{Nats, distribution_nats};
 use crate::support::*;
 
 /// The test's connector config with `publish_mode` (and `extra` lines) in `[nats]`.
@@ -333,7 +334,8 @@ async fn auto_batches_where_the_stream_allows_it_and_atomic_batch_makes_the_stre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_nats_server_2_9_auto_publishes_per_message_and_atomic_batch_refuses_to_start() {
-    let env = TestEnv::start("atomic_old_server").await;
+    let nats = Nats::start_binary(distribution_nats(), "");
+    let env = TestEnv::start_on("atomic_old_server", &[], nats).await;
     let auto = write_mode_config(&env, "auto");
     let log = env.dir.path().join("auto.log");
     let connector = Binary::start(&auto, &log);
@@ -356,4 +358,69 @@ async fn on_nats_server_2_9_auto_publishes_per_message_and_atomic_batch_refuses_
     );
     let (_, out, _) = run_binary(&["check", "--config", atomic.to_str().unwrap()], &[]);
     assert!(out.contains("has no atomic batches"), "{out}");
+}
+
+/// Sets the test stream's `allow_atomic` through JetStream's API (async-nats has no field
+/// for it without a feature).
+async fn set_allow_atomic(env: &TestEnv, allow: bool) {
+    let client = async_nats::connect(env.nats.url()).await.unwrap();
+    let request = |api: &str| format!("$JS.API.STREAM.{api}.{}", env.stream);
+    let info = client.request(request("INFO"), "".into()).await.unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    let mut config = info["config"].clone();
+    config["allow_atomic"] = allow.into();
+    let body = serde_json::to_vec(&config).unwrap();
+    let reply = client
+        .request(request("UPDATE"), body.into())
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        reply.get("error").is_none(),
+        "stream update refused: {reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_auto_a_stream_that_stops_allowing_atomic_batches_gets_each_event_on_its_own() {
+    let Some(env) = TestEnv::start_on_new_nats("atomic_turned_off").await else {
+        return;
+    };
+    let config = write_mode_config(&env, "auto");
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    connector.wait_until_reading().await;
+    let e = events(1, 40, 4);
+    let mut conn = env.conn().await;
+    insert_tx(&mut conn, &e[..20], true).await;
+    env.wait_for_count(20, Duration::from_secs(30)).await;
+    // The operator turns atomic batches off while the connector runs: its next batch is
+    // refused (10174), and the next attempt decides again.
+    set_allow_atomic(&env, false).await;
+    insert_tx(&mut conn, &e[20..30], true).await;
+    insert_tx(&mut conn, &e[30..], true).await;
+    env.wait_for_count(e.len() as u64, Duration::from_secs(60))
+        .await;
+    wait_for_checkpoint_at_end(&env).await;
+    let text = connector.log_text();
+    assert!(connector.terminate().success());
+    let stored = env.stored_messages().await;
+    assert_exactly_once_in_order(&stored, &e);
+    assert!(
+        stored[..20]
+            .iter()
+            .all(|m| m.headers.contains_key("Nats-Batch-Id")),
+        "batches while allowed"
+    );
+    assert!(
+        stored[20..]
+            .iter()
+            .all(|m| !m.headers.contains_key("Nats-Batch-Id")),
+        "each event on its own after"
+    );
+    assert!(text.contains("auto mode decides again"), "{text}");
+    assert!(
+        text.contains("does not allow atomic batches (allow_atomic)"),
+        "{text}"
+    );
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use crate::support::servers::{Nats, distribution_nats, free_port};
+use crate::support::servers::{Nats, default_nats, free_port};
 use crate::support::*;
 
 /// Three clustered nodes on loopback: returns them, node 0 first.
@@ -23,7 +23,7 @@ fn start_cluster() -> Vec<Nats> {
             let extra = format!(
                 "server_name: n{i}\ncluster {{\n  name: bo\n  listen: 127.0.0.1:{port}\n  routes: [{route_list}]\n}}\n"
             );
-            std::thread::spawn(move || Nats::start_binary(distribution_nats(), &extra))
+            std::thread::spawn(move || Nats::start_binary(default_nats(), &extra))
         })
         .collect();
     nodes.into_iter().map(|n| n.join().unwrap()).collect()

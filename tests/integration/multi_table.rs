@@ -1,6 +1,7 @@
 //! Several outbox tables in different schemas, each with its own column mapping, subject
 //! template and stream.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -70,5 +71,18 @@ async fn tables_in_two_schemas_publish_with_their_own_mapping_subjects_and_strea
         assert_eq!(m.header("Outbox-Table"), "billing.events");
         assert_eq!(m.header("Outbox-Aggregate-Id"), format!("order-{i}"));
         assert_eq!(m.json(), serde_json::json!({ "n": i }));
+    }
+    // In atomic_batch mode (a pass of scripts/test) a transaction is atomic per stream: its
+    // events in each stream are in one batch, and a batch goes to one stream.
+    if run_publish_mode().as_deref() == Some("atomic_batch") {
+        let batch = |m: &StoredMessage| m.header("Nats-Batch-Id").to_owned();
+        for tx in shop_messages.chunks(5) {
+            assert!(
+                tx.iter().all(|m| batch(m) == batch(&tx[0])),
+                "one batch per transaction"
+            );
+        }
+        let shop_batches: HashSet<String> = shop_messages.iter().map(batch).collect();
+        assert!(billing.iter().all(|m| !shop_batches.contains(&batch(m))));
     }
 }

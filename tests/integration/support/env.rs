@@ -31,6 +31,37 @@ pub fn outbox_ddl() -> String {
     SHIPPED_SCHEMA[start..start + len].replace("shop.outbox", "outbox")
 }
 
+/// The environment variable naming the `nats.publish_mode` of every connector config a test
+/// writes through [`TestEnv::write_config`] (`scripts/test` runs the suite in each mode).
+pub const PUBLISH_MODE_ENV: &str = "BINLOG_OUTBOX_TEST_PUBLISH_MODE";
+
+/// The publish mode this test run asked for, if any.
+pub fn run_publish_mode() -> Option<String> {
+    std::env::var(PUBLISH_MODE_ENV)
+        .ok()
+        .filter(|m| !m.is_empty())
+}
+
+/// `toml` with this run's publish mode as the first key of its `[nats]` section. A config
+/// that chooses its own mode keeps it, and one that turns the order guard off
+/// (`exclusive_streams = false`) stays per message: atomic batches need the guard.
+pub fn with_run_publish_mode(toml: &str) -> String {
+    let Some(mode) = run_publish_mode() else {
+        return toml.to_owned();
+    };
+    if toml.contains("publish_mode") || toml.contains("exclusive_streams = false") {
+        return toml.to_owned();
+    }
+    let mut out = String::with_capacity(toml.len() + 32);
+    for line in toml.split_inclusive('\n') {
+        out.push_str(line);
+        if line.trim() == "[nats]" {
+            out.push_str(&format!("publish_mode = \"{mode}\"\n"));
+        }
+    }
+    out
+}
+
 /// One test's servers, database, stream and scratch directory.
 pub struct TestEnv {
     pub db: MariaDb,
@@ -183,10 +214,11 @@ impl TestEnv {
         )
     }
 
-    /// Writes a config file and returns its path.
+    /// Writes a config file, in this run's publish mode (see [`with_run_publish_mode`]), and
+    /// returns its path.
     pub fn write_config(&self, name: &str, toml: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, toml).unwrap();
+        std::fs::write(&path, with_run_publish_mode(toml)).unwrap();
         path
     }
 

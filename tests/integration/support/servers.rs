@@ -228,9 +228,30 @@ pub struct Nats {
 /// PyPI and sets it).
 pub const NEW_NATS_ENV: &str = "BINLOG_OUTBOX_TEST_NEW_NATS";
 
+/// The environment variable naming the nats-server every test runs on unless it needs a
+/// particular one (`scripts/test` runs the suite once on the distribution's and once on a
+/// current one).
+pub const NATS_ENV: &str = "BINLOG_OUTBOX_TEST_NATS";
+
 /// The distribution's nats-server (Debian's is 2.9).
 pub fn distribution_nats() -> PathBuf {
     find_binary(&["nats-server", "/usr/sbin/nats-server"])
+}
+
+/// The nats-server of this test run: `$BINLOG_OUTBOX_TEST_NATS`, else the distribution's.
+pub fn default_nats() -> PathBuf {
+    match std::env::var_os(NATS_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.exists(),
+                "{NATS_ENV} names {}, which does not exist",
+                path.display()
+            );
+            path
+        }
+        None => distribution_nats(),
+    }
 }
 
 /// A nats-server of at least 2.11 (KV per-key TTLs, limit markers), for the tests of features
@@ -262,10 +283,7 @@ impl Nats {
     /// Like [`Nats::start`] with `extra` appended to the server's config file (an
     /// `authorization` or `tls` block).
     pub fn start_with(extra: &str) -> Self {
-        Self::start_binary(
-            find_binary(&["nats-server", "/usr/sbin/nats-server"]),
-            extra,
-        )
+        Self::start_binary(default_nats(), extra)
     }
 
     /// Like [`Nats::start_with`] with the server `binary` (see [`new_nats_binary`]).
