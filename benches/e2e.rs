@@ -25,6 +25,7 @@
 //! BENCH_RATE (5000/s), BENCH_SECONDS (20), BENCH_MESSAGES (raw ceilings; default the
 //! backlog; batches of 10 send a tenth of it, they are slow). BENCH_MODES
 //! (`per_message,atomic_batch`) picks the connector modes; BENCH_CEILINGS=0 skips phase 1.
+//! BENCH_STORAGE=memory makes every stream a memory stream (see [`storage`]).
 //! BENCH_WRAPPER puts a profiler in front of each connector, `{mode}` in it replaced by the
 //! mode (`perf record --call-graph dwarf -o /tmp/perf-{mode}.data --`). The connector serves
 //! metrics as the example config does (`[http]`); BENCH_HTTP=0 turns that off.
@@ -39,7 +40,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 use binlog_outbox::publish::batch::{self, BatchMessage};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -126,19 +127,44 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// `BENCH_STORAGE`: `file` (the default, what the connector creates) or `memory`, for every
+/// stream of the run. nats-server stages an atomic batch of an R1 file stream in a file store
+/// of its own, and in memory otherwise (`newBatchStore`); memory isolates that cost.
+fn storage() -> &'static str {
+    match std::env::var("BENCH_STORAGE").as_deref() {
+        Ok("memory") => "memory",
+        Ok("file") | Err(_) => "file",
+        Ok(other) => panic!("BENCH_STORAGE is file or memory, not {other}"),
+    }
+}
+
+/// Creates stream `name` on `subjects` in [`storage`], allowing atomic batches, with the
+/// connector's default duplicate window (2 minutes).
+async fn create_stream(client: &async_nats::Client, name: &str, subjects: &str) {
+    let created = client
+        .request(
+            format!("$JS.API.STREAM.CREATE.{name}"),
+            format!(
+                r#"{{"name":"{name}","subjects":["{subjects}"],"storage":"{}","allow_atomic":true,"duplicate_window":120000000000}}"#,
+                storage()
+            )
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&created.payload).contains("\"error\""),
+        "{:?}",
+        created.payload
+    );
+}
+
 /// Polling interval while timing: short, so it adds little to the measured time.
 const POLL: Duration = Duration::from_millis(5);
 
 /// Raw JetStream publishing: what the connector could at best reach per message.
 async fn ceiling(js: &jetstream::Context, count: u64) -> f64 {
-    js.create_stream(stream::Config {
-        name: "CEILING".into(),
-        subjects: vec!["ceiling.>".into()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    create_stream(&js.client(), "CEILING", "ceiling.>").await;
     let body = bytes::Bytes::from(payload(0, 0));
     let mut acks = futures::stream::FuturesOrdered::new();
     let start = Instant::now();
@@ -175,21 +201,7 @@ async fn atomic_ceiling(
     in_flight: usize,
 ) -> f64 {
     let name = format!("CEILING_ATOMIC{size}_{in_flight}");
-    let created = client
-        .request(
-            format!("$JS.API.STREAM.CREATE.{name}"),
-            format!(
-                r#"{{"name":"{name}","subjects":["{name}.>"],"storage":"file","allow_atomic":true}}"#
-            )
-            .into(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&created.payload).contains("\"error\""),
-        "{:?}",
-        created.payload
-    );
+    create_stream(client, &name, &format!("{name}.>")).await;
     let body = bytes::Bytes::from(payload(0, 0));
     let mut pending = VecDeque::new();
     let mut last = 0u64;
@@ -468,6 +480,9 @@ async fn main() {
             ),
         )
         .unwrap();
+        if storage() == "memory" {
+            create_stream(&js.client(), stream, &format!("{prefix}.>")).await;
+        }
         let log = dir.path().join(format!("{mode}.log"));
         eprintln!("catch-up ({mode}): the connector reads the backlog…");
         let started = Instant::now();
@@ -524,8 +539,9 @@ async fn main() {
 
     println!();
     println!(
-        "binlog-outbox end-to-end benchmark ({} cores; nats-server {nats_version}, file storage; MariaDB with {}; metrics endpoint {})",
+        "binlog-outbox end-to-end benchmark ({} cores; nats-server {nats_version}, {} storage; MariaDB with {}; metrics endpoint {})",
         num_cores(),
+        storage(),
         DURABILITY.join(" "),
         if http { "on" } else { "off" }
     );
