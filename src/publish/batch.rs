@@ -278,9 +278,11 @@ pub async fn send(
             timeout_ms: timeout.as_millis() as u64,
         };
         let first_answer = async {
-            // Empty answers say a message was staged (only with `answer_each`).
+            // With `answer_each`, an empty answer without a status says a message was
+            // staged; any other (a no-responders status too) is the batch's answer.
             while let Some(reply) = answer.next().await {
-                if !reply.payload.is_empty() {
+                let staged = answer_each && reply.payload.is_empty() && reply.status.is_none();
+                if !staged {
                     return Some(reply);
                 }
             }
