@@ -14,9 +14,12 @@
 //! 3. per mode (`per_message`, then `atomic_batch`), one connector with its own stream,
 //!    subjects and checkpoint, starting at the position before the backlog:
 //!    catch-up: time from connector start until the stream holds the backlog;
-//!    live: single-row transactions paced at a fixed rate by several writer connections;
-//!    commit-to-acknowledgement latency (commit time in the payload, JetStream's stored
-//!    timestamp as the acknowledgement time). The second mode's connector also reads the
+//!    live: single-row transactions paced at a fixed rate by several writer connections,
+//!    taking turns (an even rate, not all writers at the same instant);
+//!    commit-to-acknowledgement latency (the time the INSERT was sent in the payload,
+//!    JetStream's stored timestamp as the acknowledgement time: an upper bound, printed as
+//!    "commit→ack"), with the lower bound from the time the server answered the INSERT and
+//!    the INSERT's round trip on a second row. The second mode's connector also reads the
 //!    first mode's live rows (they follow the backlog in the binlog) before its live phase;
 //!    they are not part of its catch-up time, which ends when its stream holds the backlog;
 //!
@@ -26,7 +29,8 @@
 //! backlog; batches of 10 send a tenth of it, they are slow). BENCH_MODES
 //! (`per_message,atomic_batch`) picks the connector modes; BENCH_CEILINGS=0 skips phase 1.
 //! BENCH_STORAGE=memory makes every stream a memory stream (see [`storage`]).
-//! BENCH_WRAPPER puts a profiler in front of each connector, `{mode}` in it replaced by the
+//! BENCH_LATENCY_DUMP=DIR writes each live event's times (number, INSERT sent, answered,
+//! stored; µs) to DIR/STREAM.lat. BENCH_WRAPPER puts a profiler in front of each connector, `{mode}` in it replaced by the
 //! mode (`perf record --call-graph dwarf -o /tmp/perf-{mode}.data --`). The connector serves
 //! metrics as the example config does (`[http]`); BENCH_HTTP=0 turns that off.
 
@@ -276,8 +280,10 @@ async fn insert_backlog(url: &str, count: u64) {
     }
 }
 
-/// Single-row transactions at `rate` events/s for `seconds`, numbered from `first`.
-async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> u64 {
+/// Single-row transactions at `rate` events/s for `seconds`, numbered from `first`. Each
+/// payload carries the time its INSERT was sent; returns, per event number from `first`, the
+/// time the server answered it (autocommit: the commit happened between the two).
+async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> Vec<u64> {
     let total = rate * seconds;
     let per_writer = total / WRITERS as u64;
     let interval = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
@@ -287,8 +293,11 @@ async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> u64 {
             let url = url.to_owned();
             tokio::spawn(async move {
                 let mut conn = mysql_async::Conn::from_url(url).await.unwrap();
+                // Writers take turns: an even rate, not all of them at the same instant.
+                let offset = interval / WRITERS as u32 * w as u32;
+                let mut answered = Vec::with_capacity(per_writer as usize);
                 for k in 0..per_writer {
-                    tokio::time::sleep_until((start + interval * k as u32).into()).await;
+                    tokio::time::sleep_until((start + offset + interval * k as u32).into()).await;
                     let n = first + w * per_writer + k;
                     conn.query_drop(format!(
                         "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}",
@@ -296,35 +305,45 @@ async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> u64 {
                     ))
                     .await
                     .unwrap();
+                    answered.push(now_micros());
                 }
+                answered
             })
         })
         .collect();
+    let mut answered = Vec::with_capacity(total as usize);
     for t in tasks {
-        t.await.unwrap();
+        answered.extend(t.await.unwrap());
     }
-    per_writer * WRITERS as u64
+    answered
 }
 
 struct Stored {
     /// Dedup ids in stream order.
     ids: Vec<String>,
-    /// Stored time − commit time of the events numbered in `live` (µs).
+    /// Stored time − the time the INSERT was sent, of the events numbered in `live` (µs):
+    /// an upper bound of commit→ack, since the commit happened after the INSERT was sent.
     latencies_us: Vec<u64>,
+    /// Stored time − the time the server answered the INSERT (µs; negative when stored
+    /// before the writer saw the answer): a lower bound of commit→ack.
+    from_answer_us: Vec<i64>,
+    /// The INSERT's round trip, sent to answered (µs).
+    round_trips_us: Vec<u64>,
     /// Atomic batches (distinct `Nats-Batch-Id`s; 0 per message) holding the backlog's
     /// events and the live events.
     backlog_batches: u64,
     live_batches: u64,
 }
 
-/// Reads the whole of `stream` (`expected` messages); latency = stored time − commit time
-/// for the events numbered in `live`.
+/// Reads the whole of `stream` (`expected` messages); latencies for the events numbered in
+/// `live`, whose INSERTs the server answered at `answered` (by number from `live.start`).
 async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
     expected: u64,
     backlog: u64,
     live: std::ops::Range<u64>,
+    answered: &[u64],
 ) -> Stored {
     let stream = js.get_stream(stream).await.unwrap();
     let consumer = stream
@@ -335,10 +354,23 @@ async fn read_stream(
     let mut out = Stored {
         ids: Vec::new(),
         latencies_us: Vec::new(),
+        from_answer_us: Vec::new(),
+        round_trips_us: Vec::new(),
         backlog_batches: 0,
         live_batches: 0,
     };
     let (mut backlog_batches, mut live_batches) = (HashSet::new(), HashSet::new());
+    // BENCH_LATENCY_DUMP=DIR: one file per stream, a line per live event (number, INSERT
+    // sent, answered, stored; µs), to see when the slow ones happened.
+    let mut dump = std::env::var("BENCH_LATENCY_DUMP").ok().map(|dir| {
+        std::io::BufWriter::new(
+            std::fs::File::create(
+                std::path::Path::new(&dir)
+                    .join(format!("{}.lat", stream.cached_info().config.name)),
+            )
+            .unwrap(),
+        )
+    });
     while (out.ids.len() as u64) < expected {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
@@ -364,7 +396,14 @@ async fn read_stream(
         }
         if live.contains(&n) {
             let stored_us = (msg.info().unwrap().published.unix_timestamp_nanos() / 1000) as u64;
+            let answered = answered[(n - live.start) as usize];
             out.latencies_us.push(stored_us.saturating_sub(committed));
+            out.from_answer_us.push(stored_us as i64 - answered as i64);
+            out.round_trips_us.push(answered.saturating_sub(committed));
+            if let Some(dump) = &mut dump {
+                use std::io::Write;
+                writeln!(dump, "{n} {committed} {answered} {stored_us}").unwrap();
+            }
         }
     }
     out.backlog_batches = backlog_batches.len() as u64;
@@ -372,9 +411,21 @@ async fn read_stream(
     out
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+fn percentile(sorted: &[i64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
+}
+
+/// Live latencies of one mode, each sorted (µs), and the atomic batches its events came in.
+struct Latencies {
+    /// INSERT sent → stored: what the "commit→ack" column reports (an upper bound).
+    from_sent: Vec<i64>,
+    /// INSERT answered → stored (a lower bound).
+    from_answer: Vec<i64>,
+    /// INSERT sent → answered.
+    round_trip: Vec<i64>,
+    backlog_batches: u64,
+    live_batches: u64,
 }
 
 /// What one connector mode measured.
@@ -385,6 +436,8 @@ struct ModeResult {
     catchup_rss: f64,
     /// Events of this mode's live phase: numbers `live.start..live.end`.
     live: std::ops::Range<u64>,
+    /// When the server answered each live INSERT (µs), by event number from `live.start`.
+    answered: Vec<u64>,
     live_rss: f64,
     /// Events the stream must hold: numbers `0..total`.
     total: u64,
@@ -498,8 +551,8 @@ async fn main() {
             "live ({mode}): {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…"
         );
         connector.reset_peak_rss();
-        let live = live_writers(&url, next, rate, seconds).await;
-        let total = next + live;
+        let answered = live_writers(&url, next, rate, seconds).await;
+        let total = next + answered.len() as u64;
         wait_for_stream_count(&js, stream, total, Duration::from_secs(120), POLL).await;
         let live_rss = mib(connector.peak_rss_bytes());
         let exit = connector.terminate();
@@ -515,6 +568,7 @@ async fn main() {
             catchup_secs,
             catchup_rss,
             live: next..total,
+            answered,
             live_rss,
             total,
         });
@@ -524,7 +578,8 @@ async fn main() {
     let mut checks = Vec::new();
     let mut latencies = Vec::new();
     for r in &results {
-        let stored = read_stream(&js, r.stream, r.total, backlog, r.live.clone()).await;
+        let stored =
+            read_stream(&js, r.stream, r.total, backlog, r.live.clone(), &r.answered).await;
         let unique: HashSet<&String> = stored.ids.iter().collect();
         let expected: HashSet<String> = (0..r.total).map(uuid).collect();
         let exact = stored.ids.len() as u64 == r.total
@@ -532,9 +587,19 @@ async fn main() {
             && unique.iter().all(|id| expected.contains(*id))
             && stream_message_count(&js, r.stream).await == r.total;
         checks.push((r.stream, r.total, exact));
-        let mut lat = stored.latencies_us;
-        lat.sort_unstable();
-        latencies.push((lat, stored.backlog_batches, stored.live_batches));
+        let sorted = |v: Vec<i64>| {
+            let mut v = v;
+            v.sort_unstable();
+            v
+        };
+        let as_signed = |v: Vec<u64>| v.into_iter().map(|x| x as i64).collect::<Vec<_>>();
+        latencies.push(Latencies {
+            from_sent: sorted(as_signed(stored.latencies_us)),
+            from_answer: sorted(stored.from_answer_us),
+            round_trip: sorted(as_signed(stored.round_trips_us)),
+            backlog_batches: stored.backlog_batches,
+            live_batches: stored.live_batches,
+        });
     }
 
     println!();
@@ -567,7 +632,8 @@ async fn main() {
         0 => String::new(),
         b => format!(", {:.1} events/batch", events as f64 / b as f64),
     };
-    for (r, (lat, backlog_batches, live_batches)) in results.iter().zip(&latencies) {
+    for (r, lat) in results.iter().zip(&latencies) {
+        let (backlog_batches, live_batches) = (&lat.backlog_batches, &lat.live_batches);
         let catchup_rate = backlog as f64 / r.catchup_secs;
         let live = r.live.end - r.live.start;
         println!(
@@ -581,11 +647,19 @@ async fn main() {
         println!(
             "| live {}: {rate}/s for {seconds} s, single-row transactions | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB |",
             r.mode,
-            percentile(lat, 0.50),
-            percentile(lat, 0.99),
-            percentile(lat, 1.0),
+            percentile(&lat.from_sent, 0.50),
+            percentile(&lat.from_sent, 0.99),
+            percentile(&lat.from_sent, 1.0),
             per_batch(live, *live_batches),
             r.live_rss
+        );
+        println!(
+            "| live {}, bounds: from the INSERT's answer to stored (lower bound); the INSERT's round trip | {live} | answer→ack p50 {:.2} ms, p99 {:.2} ms; round trip p50 {:.2} ms, p99 {:.2} ms | – | – |",
+            r.mode,
+            percentile(&lat.from_answer, 0.50),
+            percentile(&lat.from_answer, 0.99),
+            percentile(&lat.round_trip, 0.50),
+            percentile(&lat.round_trip, 0.99),
         );
     }
     for (stream, total, exact) in &checks {
