@@ -117,6 +117,16 @@ impl Binary {
         kb * 1024
     }
 
+    /// A field of the process's `/proc/PID/status` (`THP_enabled`, …), when the kernel has it.
+    #[allow(dead_code)]
+    pub fn proc_status(&self, field: &str) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    }
+
     /// Resets the peak RSS counter (Linux `clear_refs` 5), so what follows has its own peak.
     #[allow(dead_code)] // the e2e bench measures each phase's own peak
     pub fn reset_peak_rss(&self) {
