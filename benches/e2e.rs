@@ -406,6 +406,10 @@ async fn read_stream(
             }
         }
     }
+    if let Some(dump) = &mut dump {
+        use std::io::Write;
+        dump.flush().unwrap();
+    }
     out.backlog_batches = backlog_batches.len() as u64;
     out.live_batches = live_batches.len() as u64;
     out
@@ -459,6 +463,12 @@ async fn main() {
         .collect();
     assert!(!modes.is_empty(), "BENCH_MODES names no mode: {wanted}");
 
+    if let Ok(dir) = std::env::var("BENCH_LATENCY_DUMP") {
+        assert!(
+            std::path::Path::new(&dir).is_dir(),
+            "BENCH_LATENCY_DUMP={dir} is not a directory"
+        );
+    }
     let Some(nats_binary) = new_nats_binary() else {
         panic!(
             "the benchmark needs nats-server >= 2.12.1: bash scripts/bench installs one, or set {NEW_NATS_ENV}"

@@ -78,10 +78,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc marks its arenas `MADV_HUGEPAGE`, so where the kernel's transparent huge pages are
 /// `madvise` or `always` (Debian's default is `madvise`) each 2 MiB region the heap touches
-/// becomes resident whole. Measured with `bash scripts/bench`: peak RSS 25 → 16 MiB per
-/// message and 31 → 19 MiB with atomic batches (see README, Performance). The kernel checks
-/// the flag at each page fault, so the arena mapped before `main` is covered too. Failing
-/// (an old kernel) only keeps the larger footprint.
+/// becomes resident whole. Measured with `bash scripts/bench`: peak RSS 25 → 19.5 MiB per
+/// message and 31 → 21–23 MiB with atomic batches (see README, Performance). The kernel checks
+/// the flag when a page faults in, so what the heap touches from here on is covered; a huge
+/// page faulted in before `main` stays (`MIMALLOC_ALLOW_THP=0` in the environment avoids
+/// that too: 16–19 MiB). Failing (an old kernel) only keeps the larger footprint.
 fn without_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
