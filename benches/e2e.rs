@@ -30,8 +30,8 @@
 //! (`per_message,atomic_batch`) picks the connector modes; BENCH_CEILINGS=0 skips phase 1.
 //! BENCH_STORAGE=memory makes every stream a memory stream (see [`storage`]).
 //! BENCH_LATENCY_DUMP=DIR writes each live event's times (number, INSERT sent, answered,
-//! stored; µs) to DIR/STREAM.lat. BENCH_WRAPPER puts a profiler in front of each connector, `{mode}` in it replaced by the
-//! mode (`perf record --call-graph dwarf -o /tmp/perf-{mode}.data --`). The connector serves
+//! stored; µs) to DIR/STREAM.lat. BENCH_WRAPPER puts a profiler in front of each
+//! connector, `{mode}` in it replaced by the mode (`perf record --call-graph dwarf -o /tmp/perf-{mode}.data --`). The connector serves
 //! metrics as the example config does (`[http]`); BENCH_HTTP=0 turns that off.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -41,6 +41,7 @@
 mod support;
 
 use std::collections::{HashSet, VecDeque};
+use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
@@ -321,22 +322,12 @@ async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> Vec<u64
 struct Stored {
     /// Dedup ids in stream order.
     ids: Vec<String>,
-    /// Stored time − the time the INSERT was sent, of the events numbered in `live` (µs):
-    /// an upper bound of commit→ack, since the commit happened after the INSERT was sent.
-    latencies_us: Vec<u64>,
-    /// Stored time − the time the server answered the INSERT (µs; negative when stored
-    /// before the writer saw the answer): a lower bound of commit→ack.
-    from_answer_us: Vec<i64>,
-    /// The INSERT's round trip, sent to answered (µs).
-    round_trips_us: Vec<u64>,
-    /// Atomic batches (distinct `Nats-Batch-Id`s; 0 per message) holding the backlog's
-    /// events and the live events.
-    backlog_batches: u64,
-    live_batches: u64,
+    latencies: Latencies,
 }
 
 /// Reads the whole of `stream` (`expected` messages); latencies for the events numbered in
-/// `live`, whose INSERTs the server answered at `answered` (by number from `live.start`).
+/// `live`, whose INSERTs the server answered at `answered` (by number from `live.start`),
+/// each event's times also written into `dump`'s directory when given.
 async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
@@ -344,6 +335,7 @@ async fn read_stream(
     backlog: u64,
     live: std::ops::Range<u64>,
     answered: &[u64],
+    dump: Option<&std::path::Path>,
 ) -> Stored {
     let stream = js.get_stream(stream).await.unwrap();
     let consumer = stream
@@ -351,27 +343,16 @@ async fn read_stream(
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
-    let mut out = Stored {
-        ids: Vec::new(),
-        latencies_us: Vec::new(),
-        from_answer_us: Vec::new(),
-        round_trips_us: Vec::new(),
-        backlog_batches: 0,
-        live_batches: 0,
-    };
+    let mut ids = Vec::new();
+    let mut lat = Latencies::default();
     let (mut backlog_batches, mut live_batches) = (HashSet::new(), HashSet::new());
-    // BENCH_LATENCY_DUMP=DIR: one file per stream, a line per live event (number, INSERT
-    // sent, answered, stored; µs), to see when the slow ones happened.
-    let mut dump = std::env::var("BENCH_LATENCY_DUMP").ok().map(|dir| {
-        std::io::BufWriter::new(
-            std::fs::File::create(
-                std::path::Path::new(&dir)
-                    .join(format!("{}.lat", stream.cached_info().config.name)),
-            )
-            .unwrap(),
-        )
+    // One file per stream, a line per live event (number, INSERT sent, answered, stored;
+    // µs), to see when the slow ones happened.
+    let mut dump = dump.map(|dir| {
+        let name = format!("{}.lat", stream.cached_info().config.name);
+        std::io::BufWriter::new(std::fs::File::create(dir.join(name)).unwrap())
     });
-    while (out.ids.len() as u64) < expected {
+    while (ids.len() as u64) < expected {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
             .expect("stream read stalls")
@@ -383,7 +364,7 @@ async fn read_stream(
             .and_then(|h| h.get("Nats-Msg-Id"))
             .unwrap()
             .to_string();
-        out.ids.push(id);
+        ids.push(id);
         let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
         let n = body["n"].as_u64().unwrap();
         let committed = body["committed_us"].as_u64().unwrap();
@@ -397,22 +378,32 @@ async fn read_stream(
         if live.contains(&n) {
             let stored_us = (msg.info().unwrap().published.unix_timestamp_nanos() / 1000) as u64;
             let answered = answered[(n - live.start) as usize];
-            out.latencies_us.push(stored_us.saturating_sub(committed));
-            out.from_answer_us.push(stored_us as i64 - answered as i64);
-            out.round_trips_us.push(answered.saturating_sub(committed));
+            let (committed, answered, stored) =
+                (committed as i64, answered as i64, stored_us as i64);
+            lat.from_sent.push(stored - committed);
+            lat.from_answer.push(stored - answered);
+            lat.round_trip.push(answered - committed);
             if let Some(dump) = &mut dump {
-                use std::io::Write;
-                writeln!(dump, "{n} {committed} {answered} {stored_us}").unwrap();
+                writeln!(dump, "{n} {committed} {answered} {stored}").unwrap();
             }
         }
     }
     if let Some(dump) = &mut dump {
-        use std::io::Write;
         dump.flush().unwrap();
     }
-    out.backlog_batches = backlog_batches.len() as u64;
-    out.live_batches = live_batches.len() as u64;
-    out
+    for v in [
+        &mut lat.from_sent,
+        &mut lat.from_answer,
+        &mut lat.round_trip,
+    ] {
+        v.sort_unstable();
+    }
+    lat.backlog_batches = backlog_batches.len() as u64;
+    lat.live_batches = live_batches.len() as u64;
+    Stored {
+        ids,
+        latencies: lat,
+    }
 }
 
 fn percentile(sorted: &[i64], p: f64) -> f64 {
@@ -421,13 +412,18 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 /// Live latencies of one mode, each sorted (µs), and the atomic batches its events came in.
+#[derive(Default)]
 struct Latencies {
-    /// INSERT sent → stored: what the "commit→ack" column reports (an upper bound).
+    /// INSERT sent → stored: what the "commit→ack" column reports (an upper bound, since
+    /// the commit happened after the INSERT was sent).
     from_sent: Vec<i64>,
-    /// INSERT answered → stored (a lower bound).
+    /// INSERT answered → stored (a lower bound; negative when stored before the writer saw
+    /// the answer).
     from_answer: Vec<i64>,
     /// INSERT sent → answered.
     round_trip: Vec<i64>,
+    /// Atomic batches (distinct `Nats-Batch-Id`s; 0 per message) holding the backlog's
+    /// events and the live events.
     backlog_batches: u64,
     live_batches: u64,
 }
@@ -463,10 +459,12 @@ async fn main() {
         .collect();
     assert!(!modes.is_empty(), "BENCH_MODES names no mode: {wanted}");
 
-    if let Ok(dir) = std::env::var("BENCH_LATENCY_DUMP") {
+    let dump = std::env::var_os("BENCH_LATENCY_DUMP").map(std::path::PathBuf::from);
+    if let Some(dir) = &dump {
         assert!(
-            std::path::Path::new(&dir).is_dir(),
-            "BENCH_LATENCY_DUMP={dir} is not a directory"
+            dir.is_dir(),
+            "BENCH_LATENCY_DUMP={} is not a directory",
+            dir.display()
         );
     }
     let Some(nats_binary) = new_nats_binary() else {
@@ -588,8 +586,16 @@ async fn main() {
     let mut checks = Vec::new();
     let mut latencies = Vec::new();
     for r in &results {
-        let stored =
-            read_stream(&js, r.stream, r.total, backlog, r.live.clone(), &r.answered).await;
+        let stored = read_stream(
+            &js,
+            r.stream,
+            r.total,
+            backlog,
+            r.live.clone(),
+            &r.answered,
+            dump.as_deref(),
+        )
+        .await;
         let unique: HashSet<&String> = stored.ids.iter().collect();
         let expected: HashSet<String> = (0..r.total).map(uuid).collect();
         let exact = stored.ids.len() as u64 == r.total
@@ -597,19 +603,7 @@ async fn main() {
             && unique.iter().all(|id| expected.contains(*id))
             && stream_message_count(&js, r.stream).await == r.total;
         checks.push((r.stream, r.total, exact));
-        let sorted = |v: Vec<i64>| {
-            let mut v = v;
-            v.sort_unstable();
-            v
-        };
-        let as_signed = |v: Vec<u64>| v.into_iter().map(|x| x as i64).collect::<Vec<_>>();
-        latencies.push(Latencies {
-            from_sent: sorted(as_signed(stored.latencies_us)),
-            from_answer: sorted(stored.from_answer_us),
-            round_trip: sorted(as_signed(stored.round_trips_us)),
-            backlog_batches: stored.backlog_batches,
-            live_batches: stored.live_batches,
-        });
+        latencies.push(stored.latencies);
     }
 
     println!();

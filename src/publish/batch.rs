@@ -202,6 +202,10 @@ pub enum BatchError {
     },
     #[error("JetStream's answer to batch {batch} is not a pub ack: {reply:?}")]
     BadReply { batch: String, reply: String },
+    #[error(
+        "no stream answered batch {batch}: no JetStream stream takes its subject (deleted while the connector runs?)"
+    )]
+    NoResponders { batch: String },
 }
 
 impl BatchError {
@@ -292,6 +296,9 @@ pub async fn send(
             .await
             .map_err(|_| unconfirmed())?
             .ok_or_else(unconfirmed)?;
+        if reply.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Err(BatchError::NoResponders { batch });
+        }
         parse_answer(&batch, &reply.payload)
     }
     .boxed())

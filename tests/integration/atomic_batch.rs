@@ -220,6 +220,34 @@ fn library_batch(ids: std::ops::Range<u64>) -> Vec<binlog_outbox::publish::batch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_no_stream_takes_is_answered_no_responders_even_when_each_message_asks() {
+    use binlog_outbox::publish::batch::{BatchError, send};
+    let Some(binary) = new_nats_binary() else {
+        return;
+    };
+    let nats = Nats::start_binary(binary, "");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    // No stream: the first message's no-responders answer (an empty payload with status 503)
+    // is the batch's answer, not an empty "staged" answer to skip until the timeout.
+    for answer_each in [false, true] {
+        let commit = send(
+            &client,
+            "no-stream",
+            None,
+            library_batch(0..3),
+            answer_each,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        match commit.await {
+            Err(BatchError::NoResponders { batch }) => assert_eq!(batch, "no-stream"),
+            other => panic!("answer_each = {answer_each}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refused_whole() {
     use binlog_outbox::publish::batch::{BatchError, send};
     let Some(binary) = new_nats_binary() else {

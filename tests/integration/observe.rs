@@ -50,12 +50,7 @@ async fn metrics_count_exactly_what_was_published_and_lag_is_near_zero_when_idle
     connector.wait_until_reading().await;
     // The binary turns transparent huge pages off for itself (its peak RSS; see main.rs). The
     // flag is inherited: where this test already runs with it, the check would prove nothing.
-    let own = std::fs::read_to_string("/proc/self/status").unwrap();
-    let own_thp = own
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(str::trim);
-    match own_thp {
+    match proc_status("self", "THP_enabled").as_deref() {
         Some("1") => assert_eq!(
             connector.proc_status("THP_enabled").as_deref(),
             Some("0"),

@@ -108,23 +108,14 @@ impl Binary {
 
     /// Peak resident set size so far (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .expect("VmHWM in status");
-        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let hwm = self.proc_status("VmHWM").expect("VmHWM in status");
+        let kb: u64 = hwm.split_whitespace().next().unwrap().parse().unwrap();
         kb * 1024
     }
 
     /// A field of the process's `/proc/PID/status` (`THP_enabled`, …), when the kernel has it.
-    #[allow(dead_code)]
     pub fn proc_status(&self, field: &str) -> Option<String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .map(|v| v.trim().to_owned())
+        proc_status(&self.child.id().to_string(), field)
     }
 
     /// Resets the peak RSS counter (Linux `clear_refs` 5), so what follows has its own peak.
@@ -220,4 +211,13 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A field of `/proc/PROCESS/status` (`PROCESS`: a pid, or `self`), when the kernel has it.
+pub fn proc_status(process: &str, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
 }
