@@ -345,7 +345,7 @@ async fn publish_all(
             .map_err(|source| PublishError::Send {
                 id: m.id.clone(),
                 subject: m.subject.clone(),
-                source,
+                source: source.into(),
             })?;
         in_flight.push_back((m.id, m.subject, ack));
     }
@@ -367,7 +367,7 @@ async fn settle(
             return Err(PublishError::Ack {
                 id,
                 subject,
-                source,
+                source: source.into(),
             }
             .into());
         }

@@ -220,6 +220,7 @@ fn publish_policy(error: &PublishError) -> Policy {
         Connect { .. }
         | Send { .. }
         | Ack { .. }
+        | AckSubscribe { .. }
         | Overtaken { .. }
         | Refused { .. }
         | StreamUnavailable { .. }

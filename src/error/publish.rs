@@ -1,4 +1,4 @@
-//! Errors of the JetStream publisher, classified where the async-nats error kind is known.
+//! Errors of the JetStream publisher, classified by what JetStream answered (or did not).
 
 /// A cause from async-nats (its stream and request errors are several types).
 pub type NatsCause = Box<dyn std::error::Error + Send + Sync>;
@@ -53,7 +53,7 @@ pub enum PublishError {
         id: String,
         subject: String,
         #[source]
-        source: async_nats::jetstream::context::PublishError,
+        source: NatsCause,
     },
     #[error(
         "event {id} on {subject} is {size} bytes, above the NATS server's max_payload of {max} bytes"
@@ -72,14 +72,14 @@ pub enum PublishError {
         subject: String,
         previous: String,
         #[source]
-        source: async_nats::jetstream::context::PublishError,
+        source: NatsCause,
     },
     #[error("JetStream refused event {id} on {subject}")]
     Refused {
         id: String,
         subject: String,
         #[source]
-        source: async_nats::jetstream::context::PublishError,
+        source: NatsCause,
     },
     #[error(
         "atomic batch {batch} of stream {stream} (events {first_id} to {last_id}) was not stored"
@@ -96,12 +96,17 @@ pub enum PublishError {
         "nats.publish_mode = \"atomic_batch\" needs nats-server 2.12.1 or later (this one is {version}); upgrade it, or set nats.publish_mode to \"auto\" or \"per_message\""
     )]
     AtomicBatchesUnsupported { version: String },
+    #[error("cannot subscribe for JetStream's acks")]
+    AckSubscribe {
+        #[source]
+        source: crate::publish::acks::AckError,
+    },
     #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
     Ack {
         id: String,
         subject: String,
         #[source]
-        source: async_nats::jetstream::context::PublishError,
+        source: NatsCause,
     },
 }
 
@@ -121,6 +126,7 @@ impl PublishError {
             Self::Overtaken { .. } => "publish_overtaken",
             Self::Refused { .. } => "publish_refused",
             Self::Ack { .. } => "publish_ack",
+            Self::AckSubscribe { .. } => "ack_subscribe",
             Self::Batch { .. } => "publish_batch",
             Self::AtomicBatchesUnsupported { .. } => "atomic_batches_unsupported",
             Self::LeaseExpired { .. } => "lease_expired",

@@ -416,14 +416,14 @@ impl Batcher<'_, '_> {
                     return Err(PublishError::Refused {
                         id,
                         subject,
-                        source,
+                        source: source.into(),
                     });
                 }
                 Err(source) => {
                     return Err(PublishError::Ack {
                         id,
                         subject,
-                        source,
+                        source: source.into(),
                     });
                 }
             }

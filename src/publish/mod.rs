@@ -2,8 +2,8 @@
 //!
 //! Every event is published with `Nats-Msg-Id` = the outbox row's id, so JetStream drops
 //! republished duplicates within the stream's duplicate window. At most `ack_window` publishes
-//! await their ack at once (well below async-nats' 5000 ack permits). Acks are consumed in
-//! publish order; a transaction end is reported as acknowledged only after every event before
+//! await their ack at once, each a plain publish whose ack comes back on the run's one
+//! subscription ([`acks`]). Acks are consumed in publish order; a transaction end is reported as acknowledged only after every event before
 //! it was acked. Any publish or ack failure stops this stage with an error: the supervisor
 //! resumes from the last acknowledged transaction end and republishes in order, relying on
 //! dedup.
@@ -22,14 +22,18 @@
 //! [`PublishError::TooLarge`].
 //!
 //! Submodules: [`stream`] (provisioning, checks, the last stored message), [`message`]
-//! (subject, headers and body), [`order`] (the order guard's chain).
+//! (subject, headers and body), [`order`] (the order guard's chain), [`acks`] (the acks'
+//! subscription), `unacked` (what an ack makes of a message), [`batch`] and `batched`
+//! (atomic batches).
 
+pub mod acks;
 pub mod batch;
 mod batched;
 pub mod grouping;
 pub mod message;
 pub mod order;
 pub mod stream;
+mod unacked;
 mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,16 +41,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::Subject;
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
-use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use tracing::info;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{NatsConfig, PublishMode};
 use crate::error::PublishError;
 use crate::observe::Observer;
@@ -150,17 +147,6 @@ pub enum Refusal {
     Incomplete,
 }
 
-/// What an entry of the ack window resolves to.
-enum Completion {
-    Acked {
-        id: String,
-        duplicate: bool,
-        stream: Arc<str>,
-        committed_us: u64,
-    },
-    TransactionEnd(Box<Checkpoint>),
-}
-
 impl Publisher {
     /// Connects; `observer` follows the connection's state from then on (down, up again).
     pub async fn connect(
@@ -247,58 +233,6 @@ impl Publisher {
         } else if !known.is_empty() {
             known.remove(&id);
         }
-    }
-
-    /// Sends one message; the returned future resolves with its ack. `expected_last`: the id
-    /// the stream's last message must have for JetStream to store this one.
-    async fn publish(
-        &self,
-        message: OutgoingMessage,
-        expected_last: Option<String>,
-    ) -> Result<BoxFuture<'static, Result<Completion, PublishError>>, PublishError> {
-        let OutgoingMessage {
-            id,
-            subject,
-            mut headers,
-            payload,
-            stream,
-            committed_us,
-            ..
-        } = message;
-        if let Some(previous) = &expected_last {
-            headers.insert(headers::EXPECTED_LAST_MSG_ID, previous.as_str());
-        }
-        let size = message::header_block_len(&headers) + payload.len();
-        let message = PublishMessage::build()
-            .payload(Bytes::from(payload))
-            .headers(headers);
-        // A Subject clones without copying; the String form is only made for errors.
-        let subject = Subject::from(subject);
-        let ack = match self.js.send_publish(subject.clone(), message).await {
-            Ok(ack) => ack,
-            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                return Err(PublishError::TooLarge {
-                    id,
-                    subject: subject.to_string(),
-                    size,
-                    max: self.max_payload(),
-                });
-            }
-            Err(source) => {
-                return Err(PublishError::Send {
-                    id,
-                    subject: subject.to_string(),
-                    source,
-                });
-            }
-        };
-        let acked = Acked {
-            id,
-            subject,
-            stream,
-            committed_us,
-        };
-        Ok(classify_ack(ack, acked, expected_last).boxed())
     }
 
     /// Creates or verifies every stream (name → subject filters), and decides whether runs
@@ -399,60 +333,4 @@ async fn with_credentials(
         }
     }
     Ok(options)
-}
-
-/// A published message, as its ack reports on it.
-struct Acked {
-    id: String,
-    subject: Subject,
-    stream: Arc<str>,
-    committed_us: u64,
-}
-
-/// The ack of one message, classified: stored (or a duplicate), overtaken (the order guard
-/// refused it), refused by JetStream (not stored), or unknown (lost or late).
-async fn classify_ack(
-    ack: async_nats::jetstream::context::PublishAckFuture,
-    message: Acked,
-    expected_last: Option<String>,
-) -> Result<Completion, PublishError> {
-    let Acked {
-        id,
-        subject,
-        stream,
-        committed_us,
-    } = message;
-    match ack.await {
-        Ok(ack) => Ok(Completion::Acked {
-            id,
-            duplicate: ack.duplicate,
-            stream,
-            committed_us,
-        }),
-        Err(source) if source.kind() == PublishErrorKind::WrongLastMessageId => {
-            Err(PublishError::Overtaken {
-                id,
-                subject: subject.to_string(),
-                previous: expected_last.unwrap_or_default(),
-                source,
-            })
-        }
-        Err(source) if is_jetstream_refusal(&source) => Err(PublishError::Refused {
-            id,
-            subject: subject.to_string(),
-            source,
-        }),
-        Err(source) => Err(PublishError::Ack {
-            id,
-            subject: subject.to_string(),
-            source,
-        }),
-    }
-}
-
-/// Whether JetStream answered with an error (the message was definitely not stored), rather
-/// than the ack being lost or late.
-fn is_jetstream_refusal(err: &async_nats::jetstream::context::PublishError) -> bool {
-    std::error::Error::source(err)
-        .is_some_and(|source| source.downcast_ref::<jetstream::Error>().is_some())
 }

@@ -7,16 +7,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::acks::AckInbox;
 use super::order::OrderChain;
-use super::{Completion, OutgoingMessage, Publisher, StoredThrough};
+use super::unacked::Unacked;
+use super::{OutgoingMessage, Publisher, StoredThrough};
 use crate::checkpoint::Checkpoint;
 use crate::config::BadRowPolicy;
 use crate::error::PublishError;
@@ -79,35 +80,64 @@ impl<'a> AckWindow<'a> {
         }
         let publisher = self.publisher;
         let window = publisher.config.ack_window;
-        let mut in_flight: FuturesOrdered<BoxFuture<'static, Result<Completion, PublishError>>> =
-            FuturesOrdered::new();
-        // Commit times of the messages waiting for their ack, oldest first (for the lag).
-        let mut waiting: VecDeque<u64> = VecDeque::new();
+        let timeout = Duration::from_millis(publisher.config.ack_timeout_ms);
+        let mut inbox = AckInbox::open(&publisher.client)
+            .await
+            .map_err(|source| PublishError::AckSubscribe { source })?;
+        // Sent and not yet acknowledged, in publish order: `unacked[i]` is message number
+        // `first_unacked + i` of the inbox.
+        let mut unacked: VecDeque<Unacked> = VecDeque::new();
+        let mut first_unacked = 0u64;
+        // Fires when the oldest message may have waited `timeout` for its ack (re-armed
+        // from the oldest one's send time while it has not).
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
         let observer = self.observer.clone();
         let mut chain = OrderChain::new(publisher.config.exclusive_streams);
         let mut reading = true;
         loop {
-            // Priority: shutdown, then ack completions (they free window slots and bound
-            // memory), then new input while the window has room.
+            // Priority: shutdown, then acks (they free window slots and bound memory), then
+            // new input while the window has room.
             tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if reading => {
-                    debug!(in_flight = waiting.len(), "publisher stops reading");
+                    debug!(in_flight = unacked.len(), "publisher stops reading");
                     reading = false;
                 }
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done? {
-                    Completion::Acked { id, duplicate, stream, committed_us } => {
-                        waiting.pop_front();
+                reply = inbox.next(), if !unacked.is_empty() => {
+                    let Some((number, ack)) = reply else {
+                        return Err(unacked.pop_front().expect("not empty").closed());
+                    };
+                    if let Some(message) = number
+                        .checked_sub(first_unacked)
+                        .and_then(|i| unacked.get_mut(i as usize))
+                    {
+                        message.ack.get_or_insert(ack);
+                    }
+                    while unacked.front().is_some_and(|m| m.ack.is_some()) {
+                        let mut message = unacked.pop_front().expect("not empty");
+                        first_unacked += 1;
+                        let next_committed_us = unacked.front().map(|m| m.committed_us);
+                        let end = message.end.take();
+                        let (id, stream, duplicate, committed_us) = message.settle()?;
                         if let Some(o) = &observer {
-                            o.acked(&stream, duplicate, committed_us, waiting.front().copied());
+                            o.acked(&stream, duplicate, committed_us, next_committed_us);
                         }
                         publisher.note_duplicate(id, duplicate);
+                        if let Some(end) = end {
+                            acked.send_replace(Some(*end));
+                        }
                     }
-                    Completion::TransactionEnd(checkpoint) => {
-                        acked.send_replace(Some(*checkpoint));
+                }
+                () = &mut deadline, if !unacked.is_empty() => {
+                    let oldest = unacked.front().expect("not empty");
+                    let due = oldest.sent_at + timeout;
+                    if due <= Instant::now() {
+                        return Err(unacked.pop_front().expect("not empty").timed_out(timeout));
                     }
-                },
-                msg = rx.recv(), if reading && waiting.len() < window => match msg {
+                    deadline.as_mut().reset(due);
+                }
+                msg = rx.recv(), if reading && unacked.len() < window => match msg {
                     None => reading = false,
                     Some(SourceMessage::Event(event)) => {
                         if self.is_stored(&event) {
@@ -118,19 +148,24 @@ impl<'a> AckWindow<'a> {
                         let message = self.dead_letter_if_oversized(message, expected_len);
                         let duplicate = publisher.is_known_duplicate(&message.id);
                         let expected_last = chain.next(&message.stream, &message.id, duplicate);
-                        let committed_us = message.committed_us;
                         self.ensure_leading(&message.id)?;
-                        in_flight.push_back(publisher.publish(message, expected_last).await?);
-                        waiting.push_back(committed_us);
+                        let sent = publisher.send(&mut inbox, message, expected_last).await?;
+                        if unacked.is_empty() {
+                            deadline.as_mut().reset(sent.sent_at + timeout);
+                        }
+                        let committed_us = sent.committed_us;
+                        unacked.push_back(sent);
                         if let Some(o) = &observer {
-                            o.published(waiting.front().copied().unwrap_or(committed_us));
+                            o.published(unacked.front().map_or(committed_us, |m| m.committed_us));
                         }
                     }
-                    Some(SourceMessage::TransactionEnd(checkpoint)) => {
-                        in_flight.push_back(
-                            futures::future::ready(Ok(Completion::TransactionEnd(checkpoint))).boxed(),
-                        );
-                    }
+                    Some(SourceMessage::TransactionEnd(checkpoint)) => match unacked.back_mut() {
+                        // Acknowledged with the last message before it.
+                        Some(last) => last.end = Some(checkpoint),
+                        None => {
+                            acked.send_replace(Some(*checkpoint));
+                        }
+                    },
                 },
                 else => return Ok(()),
             }

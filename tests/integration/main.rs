@@ -5,6 +5,7 @@
 
 mod support;
 
+mod acks;
 mod atomic_batch;
 mod atomic_publish;
 mod bad_rows;
