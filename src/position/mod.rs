@@ -118,6 +118,17 @@ pub struct RowPosition {
     pub row: usize,
 }
 
+impl RowPosition {
+    /// `FILE:POS#ROW`, as [`fmt::Display`] writes it, in a string allocated once at its size
+    /// (this runs for every event: the `Outbox-Source-Position` header).
+    pub fn header_text(&self) -> String {
+        use fmt::Write;
+        let mut text = String::with_capacity(self.file.len() + 2 + 20 + 10);
+        write!(text, "{self}").expect("writing to a String");
+        text
+    }
+}
+
 impl FromStr for RowPosition {
     type Err = String;
 

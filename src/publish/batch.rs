@@ -72,17 +72,17 @@
 
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, Subject};
+use async_nats::{Client, HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 /// Header naming the batch a message belongs to (at most [`MAX_BATCH_ID_LEN`] bytes).
-pub const BATCH_ID: &str = "Nats-Batch-Id";
+pub const BATCH_ID: HeaderName = HeaderName::from_static("Nats-Batch-Id");
 /// Header giving a message's place in its batch, from 1.
-pub const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+pub const BATCH_SEQUENCE: HeaderName = HeaderName::from_static("Nats-Batch-Sequence");
 /// Header on the last message of a batch, with the value [`BATCH_COMMIT_STORE`].
-pub const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+pub const BATCH_COMMIT: HeaderName = HeaderName::from_static("Nats-Batch-Commit");
 /// `Nats-Batch-Commit` value that commits the batch and stores its last message.
 pub const BATCH_COMMIT_STORE: &str = "1";
 /// Longest batch id the server accepts.
@@ -124,7 +124,8 @@ pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 
 /// Header on a batch's first message (or a single publish): the stream's last sequence it
 /// must follow.
-pub const EXPECTED_LAST_SEQUENCE: &str = "Nats-Expected-Last-Sequence";
+pub const EXPECTED_LAST_SEQUENCE: HeaderName =
+    HeaderName::from_static("Nats-Expected-Last-Sequence");
 
 /// One message of a batch; its `Nats-Msg-Id` (if any) goes in `headers`.
 pub struct BatchMessage {
@@ -256,9 +257,9 @@ pub async fn send(
         } = message;
         let seq = i + 1;
         headers.insert(BATCH_ID, batch);
-        headers.insert(BATCH_SEQUENCE, seq.to_string().as_str());
+        headers.insert(BATCH_SEQUENCE, seq.to_string());
         if let (1, Some(expected)) = (seq, expected_last_sequence) {
-            headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+            headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string());
         }
         if seq == last {
             headers.insert(BATCH_COMMIT, BATCH_COMMIT_STORE);

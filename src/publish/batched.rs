@@ -57,10 +57,10 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 /// Header bytes a message gains in a batch (id, sequence, commit, expected last sequence),
 /// at most: counted before the max_payload check.
 fn batch_header_bytes() -> usize {
-    header_line_len(batch::BATCH_ID, MAX_BATCH_ID_LEN)
-        + header_line_len(batch::BATCH_SEQUENCE, 4)
-        + header_line_len(batch::BATCH_COMMIT, 1)
-        + header_line_len(batch::EXPECTED_LAST_SEQUENCE, 20)
+    header_line_len(batch::BATCH_ID.as_ref(), MAX_BATCH_ID_LEN)
+        + header_line_len(batch::BATCH_SEQUENCE.as_ref(), 4)
+        + header_line_len(batch::BATCH_COMMIT.as_ref(), 1)
+        + header_line_len(batch::EXPECTED_LAST_SEQUENCE.as_ref(), 20)
 }
 
 /// What an entry of the commit queue resolves to.
@@ -391,7 +391,7 @@ impl Batcher<'_, '_> {
                 committed_us,
                 ..
             } = message;
-            headers.insert(batch::EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+            headers.insert(batch::EXPECTED_LAST_SEQUENCE, expected.to_string());
             let publish = PublishMessage::build()
                 .payload(Bytes::from(payload))
                 .headers(headers);

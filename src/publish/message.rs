@@ -69,7 +69,7 @@ impl OutgoingMessage {
         h.insert(headers::AGGREGATE_ID, event.aggregate_id);
         h.insert(headers::EVENT_TYPE, event.event_type);
         h.insert(headers::TABLE, &*event.qualified_table);
-        h.insert(headers::SOURCE_POSITION, event.position.to_string());
+        h.insert(headers::SOURCE_POSITION, event.position.header_text());
         h.insert(headers::SOURCE_CHECKSUM, checksum_text(event.checksum));
         if let Some(source) = source {
             h.insert(headers::SOURCE_SERVER, source);
@@ -142,7 +142,11 @@ impl From<OutboxEvent> for OutgoingMessage {
 
 /// The `Outbox-Source-Checksum` text of a checksum.
 pub fn checksum_text(checksum: u32) -> String {
-    format!("{checksum:08x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..8)
+        .rev()
+        .map(|nibble| HEX[(checksum >> (nibble * 4)) as usize & 0xf] as char)
+        .collect()
 }
 
 /// Bytes of a header block on the wire: `NATS/1.0\r\n`, one `Name: value\r\n` per value,
@@ -165,6 +169,27 @@ pub fn header_line_len(name: &str, value_len: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksum_and_position_texts_are_fixed_width_hex_and_file_pos_row() {
+        for (checksum, text) in [
+            (0, "00000000"),
+            (0x0001_abcd, "0001abcd"),
+            (u32::MAX, "ffffffff"),
+        ] {
+            assert_eq!(checksum_text(checksum), text);
+        }
+        let position = RowPosition {
+            file: "mariadb-bin.000012".into(),
+            pos: u64::MAX,
+            row: 7,
+        };
+        assert_eq!(
+            position.header_text(),
+            "mariadb-bin.000012:18446744073709551615#7"
+        );
+        assert_eq!(position.header_text(), position.to_string());
+    }
 
     fn message(payload_len: usize) -> OutgoingMessage {
         let event = OutboxEvent {

@@ -102,30 +102,30 @@ impl Unacked {
             ack,
             ..
         } = self;
-        let subject = subject.to_string();
+        let subject = || subject.to_string();
         match ack.expect("settled once its ack came") {
             Ok(Ack::Stored { duplicate, .. }) => Ok((id, stream, duplicate, committed_us)),
             Ok(Ack::Refused(refusal)) if refusal.code == ERR_WRONG_LAST_MSG_ID => {
                 Err(PublishError::Overtaken {
                     id,
-                    subject,
+                    subject: subject(),
                     previous: expected_last.unwrap_or_default(),
                     source: refusal.into(),
                 })
             }
             Ok(Ack::Refused(refusal)) => Err(PublishError::Refused {
                 id,
-                subject,
+                subject: subject(),
                 source: refusal.into(),
             }),
             Ok(Ack::NoResponders) => Err(PublishError::Refused {
                 id,
-                subject,
+                subject: subject(),
                 source: AckError::NoResponders.into(),
             }),
             Err(source) => Err(PublishError::Ack {
                 id,
-                subject,
+                subject: subject(),
                 source: source.into(),
             }),
         }
