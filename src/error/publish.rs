@@ -99,7 +99,7 @@ pub enum PublishError {
     #[error("cannot subscribe for JetStream's acks")]
     AckSubscribe {
         #[source]
-        source: crate::publish::acks::AckError,
+        source: async_nats::SubscribeError,
     },
     #[error("JetStream did not confirm event {id} on {subject}: outcome unknown")]
     Ack {

@@ -23,9 +23,6 @@ use serde::Deserialize;
 /// JetStream error: the stream's last message does not have the id the message expects
 /// (`Nats-Expected-Last-Msg-Id`).
 pub const ERR_WRONG_LAST_MSG_ID: u64 = 10070;
-/// JetStream error: the stream's last sequence is not the one the message expects
-/// (`Nats-Expected-Last-Sequence`).
-pub const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
 
 /// The replies to one run's messages.
 pub struct AckInbox {
@@ -58,8 +55,6 @@ pub struct JetStreamRefusal {
 /// Why a message's outcome is unknown, or it was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
-    #[error("cannot subscribe for the acks")]
-    Subscribe(#[source] async_nats::SubscribeError),
     #[error("no ack within {timeout_ms} ms: outcome unknown")]
     TimedOut { timeout_ms: u64 },
     #[error("the NATS connection was closed before the ack came: outcome unknown")]
@@ -72,12 +67,9 @@ pub enum AckError {
 
 impl AckInbox {
     /// Subscribes to this run's replies.
-    pub async fn open(client: &Client) -> Result<Self, AckError> {
+    pub async fn open(client: &Client) -> Result<Self, async_nats::SubscribeError> {
         let mut prefix = client.new_inbox();
-        let replies = client
-            .subscribe(format!("{prefix}.*"))
-            .await
-            .map_err(AckError::Subscribe)?;
+        let replies = client.subscribe(format!("{prefix}.*")).await?;
         prefix.push('.');
         Ok(Self {
             client: client.clone(),
@@ -123,7 +115,7 @@ impl AckInbox {
 }
 
 /// A JetStream reply to a publish: a pub ack, an error, or the no-responders status.
-pub fn parse_ack(reply: &Message) -> Result<Ack, AckError> {
+fn parse_ack(reply: &Message) -> Result<Ack, AckError> {
     if reply.status == Some(StatusCode::NO_RESPONDERS) {
         return Ok(Ack::NoResponders);
     }

@@ -3,8 +3,8 @@
 //! Every event is published with `Nats-Msg-Id` = the outbox row's id, so JetStream drops
 //! republished duplicates within the stream's duplicate window. At most `ack_window` publishes
 //! await their ack at once, each a plain publish whose ack comes back on the run's one
-//! subscription ([`acks`]). Acks are consumed in publish order; a transaction end is reported as acknowledged only after every event before
-//! it was acked. Any publish or ack failure stops this stage with an error: the supervisor
+//! subscription ([`acks`]). Acks are consumed in publish order; a transaction end is reported
+//! as acknowledged only after every event before it was acked. Any publish or ack failure stops this stage with an error: the supervisor
 //! resumes from the last acknowledged transaction end and republishes in order, relying on
 //! dedup.
 //!
