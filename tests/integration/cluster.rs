@@ -86,14 +86,19 @@ async fn killing_the_stream_leaders_node_mid_stream_loses_and_repeats_nothing() 
     // machine, the second half is published after the kill).
     let first_half = spawn_writer(&env, &all[..1_500], 10, Duration::from_millis(10));
     let stream = env.stream.clone();
-    wait_for_stream_count(
+    let reached = stream_reaches(
         &js,
         &stream,
         500,
-        Duration::from_secs(60),
+        // A new R3 stream may take a while to elect its leader on a loaded machine, and the
+        // connector's retries back off meanwhile.
+        Duration::from_secs(120),
         Duration::from_millis(50),
     )
     .await;
+    if let Err(missing) = reached {
+        panic!("{missing}; connector log:\n{}", connector.log_text());
+    }
     let leader = leader_of(&js, &stream).await;
     // nodes[] holds n1 and n2; node 0 is the environment's.
     let mut env = env;
@@ -108,7 +113,7 @@ async fn killing_the_stream_leaders_node_mid_stream_loses_and_repeats_nothing() 
     first_half.await.unwrap();
     let second_half = spawn_writer(&env, &all[1_500..], 10, Duration::from_millis(10));
     second_half.await.unwrap();
-    wait_for_stream_count(
+    let reached = stream_reaches(
         &js,
         &stream,
         all.len() as u64,
@@ -116,6 +121,9 @@ async fn killing_the_stream_leaders_node_mid_stream_loses_and_repeats_nothing() 
         Duration::from_millis(100),
     )
     .await;
+    if let Err(missing) = reached {
+        panic!("{missing}; connector log:\n{}", connector.log_text());
+    }
     // Every replica, the restarted one too, ends with the same messages.
     leader_of(&js, &stream).await;
     assert!(connector.terminate().success());

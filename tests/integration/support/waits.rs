@@ -99,16 +99,32 @@ pub async fn wait_for_stream_count(
     timeout: Duration,
     poll: Duration,
 ) -> Instant {
+    match stream_reaches(js, stream, n, timeout, poll).await {
+        Ok(at) => at,
+        Err(missing) => panic!("{missing}"),
+    }
+}
+
+/// [`wait_for_stream_count`] that returns what was missing instead of panicking (for a
+/// test that adds the connector's log to the failure).
+pub async fn stream_reaches(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Instant, String> {
     let start = Instant::now();
     loop {
         let have = stream_message_count(js, stream).await;
         if have >= n {
-            return Instant::now();
+            return Ok(Instant::now());
         }
-        assert!(
-            start.elapsed() < timeout,
-            "stream {stream} has {have} of {n} messages after {timeout:?}"
-        );
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "stream {stream} has {have} of {n} messages after {timeout:?}"
+            ));
+        }
         tokio::time::sleep(poll).await;
     }
 }
