@@ -50,7 +50,9 @@ use binlog_outbox::publish::batch::{self, BatchMessage};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use support::servers::{MariaDb, NEW_NATS_ENV, Nats, new_nats_binary};
-use support::{Binary, master_position_of, stream_message_count, wait_for_stream_count};
+use support::{
+    Binary, cpu_seconds, master_position_of, stream_message_count, wait_for_stream_count,
+};
 
 const PAYLOAD_BYTES: usize = 300;
 const WRITERS: usize = 8;
@@ -434,6 +436,8 @@ struct ModeResult {
     stream: &'static str,
     catchup_secs: f64,
     catchup_rss: f64,
+    catchup_cpu: CpuUse,
+    live_cpu: CpuUse,
     /// Events of this mode's live phase: numbers `live.start..live.end`.
     live: std::ops::Range<u64>,
     /// When the server answered each live INSERT (µs), by event number from `live.start`.
@@ -441,6 +445,59 @@ struct ModeResult {
     live_rss: f64,
     /// Events the stream must hold: numbers `0..total`.
     total: u64,
+}
+
+/// CPU seconds used so far by the publisher (the connector, or this process for the raw
+/// ceilings), nats-server and MariaDB.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    publisher: f64,
+    nats: f64,
+    mariadb: f64,
+    at: Instant,
+}
+
+impl CpuSample {
+    fn take(publisher: f64, nats: &Nats, db: &MariaDb) -> Self {
+        Self {
+            publisher,
+            nats: nats.cpu_seconds(),
+            mariadb: db.cpu_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Cores each used from `self` to `end` (CPU seconds over wall seconds).
+    fn until(&self, end: &CpuSample) -> CpuUse {
+        let wall = end.at.duration_since(self.at).as_secs_f64();
+        CpuUse {
+            publisher: (end.publisher - self.publisher) / wall,
+            nats: (end.nats - self.nats) / wall,
+            mariadb: (end.mariadb - self.mariadb) / wall,
+        }
+    }
+}
+
+/// Cores used during a phase: where the 2 cores went.
+struct CpuUse {
+    publisher: f64,
+    nats: f64,
+    mariadb: f64,
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} / {:.2} / {:.2}",
+            self.publisher, self.nats, self.mariadb
+        )
+    }
+}
+
+/// CPU seconds this process (the raw ceilings' publisher) has used so far.
+fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id()).expect("/proc/self/stat is readable")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +547,12 @@ async fn main() {
     let mut atomic_rates = Vec::new();
     if ceilings {
         eprintln!("ceiling: publishing {messages} messages straight to JetStream…");
-        ceiling_rate = Some(ceiling(&js, messages).await);
+        let before = CpuSample::take(own_cpu_seconds(), &nats, &db);
+        let rate = ceiling(&js, messages).await;
+        ceiling_rate = Some((
+            rate,
+            before.until(&CpuSample::take(own_cpu_seconds(), &nats, &db)),
+        ));
         let mut runs = vec![
             (10u64, batches_in_flight),
             (100, batches_in_flight),
@@ -505,8 +567,10 @@ async fn main() {
             eprintln!(
                 "ceiling: {count} messages in atomic batches of {size}, {in_flight} in flight…"
             );
+            let before = CpuSample::take(own_cpu_seconds(), &nats, &db);
             let rate = atomic_ceiling(&client, size, count, in_flight).await;
-            atomic_rates.push((size, in_flight, count, rate));
+            let cpu = before.until(&CpuSample::take(own_cpu_seconds(), &nats, &db));
+            atomic_rates.push((size, in_flight, count, rate, cpu));
         }
     }
 
@@ -546,11 +610,12 @@ async fn main() {
         }
         let log = dir.path().join(format!("{mode}.log"));
         eprintln!("catch-up ({mode}): the connector reads the backlog…");
-        let started = Instant::now();
+        let started = CpuSample::take(0.0, &nats, &db);
         let connector = start_connector(&config, &log, mode);
-        let caught_up =
-            wait_for_stream_count(&js, stream, backlog, Duration::from_secs(600), POLL).await;
-        let catchup_secs = caught_up.duration_since(started).as_secs_f64();
+        wait_for_stream_count(&js, stream, backlog, Duration::from_secs(600), POLL).await;
+        let caught_up = CpuSample::take(connector.cpu_seconds(), &nats, &db);
+        let catchup_secs = caught_up.at.duration_since(started.at).as_secs_f64();
+        let catchup_cpu = started.until(&caught_up);
         let catchup_rss = mib(connector.peak_rss_bytes());
         // Earlier modes' live rows follow the backlog in the binlog.
         wait_for_stream_count(&js, stream, next, Duration::from_secs(600), POLL).await;
@@ -559,9 +624,11 @@ async fn main() {
             "live ({mode}): {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…"
         );
         connector.reset_peak_rss();
+        let live_start = CpuSample::take(connector.cpu_seconds(), &nats, &db);
         let answered = live_writers(&url, next, rate, seconds).await;
         let total = next + answered.len() as u64;
         wait_for_stream_count(&js, stream, total, Duration::from_secs(120), POLL).await;
+        let live_cpu = live_start.until(&CpuSample::take(connector.cpu_seconds(), &nats, &db));
         let live_rss = mib(connector.peak_rss_bytes());
         let exit = connector.terminate();
         // Behind BENCH_WRAPPER the exit status is the profiler's.
@@ -575,6 +642,8 @@ async fn main() {
             stream,
             catchup_secs,
             catchup_rss,
+            catchup_cpu,
+            live_cpu,
             live: next..total,
             answered,
             live_rss,
@@ -614,21 +683,23 @@ async fn main() {
         DURABILITY.join(" "),
         if http { "on" } else { "off" }
     );
-    println!("| phase | events | result | vs ceiling | connector peak RSS |");
-    println!("|---|---|---|---|---|");
-    if let Some(ceiling_rate) = ceiling_rate {
+    println!(
+        "| phase | events | result | vs ceiling | connector peak RSS | CPU cores: publisher / nats-server / MariaDB |"
+    );
+    println!("|---|---|---|---|---|---|");
+    if let Some((ceiling_rate, cpu)) = &ceiling_rate {
         println!(
-            "| ceiling: raw JetStream publish, {PAYLOAD_BYTES} B, dedup ids, {ACK_WINDOW} acks in flight | {messages} | {ceiling_rate:.0} events/s | 1.00 | – |"
+            "| ceiling: raw JetStream publish, {PAYLOAD_BYTES} B, dedup ids, {ACK_WINDOW} acks in flight | {messages} | {ceiling_rate:.0} events/s | 1.00 | – | {cpu} |"
         );
-        for (size, in_flight, count, rate) in &atomic_rates {
+        for (size, in_flight, count, rate, cpu) in &atomic_rates {
             println!(
-                "| ceiling: raw atomic batches of {size}, dedup ids, {in_flight} in flight | {count} | {rate:.0} events/s | {:.2} | – |",
+                "| ceiling: raw atomic batches of {size}, dedup ids, {in_flight} in flight | {count} | {rate:.0} events/s | {:.2} | – | {cpu} |",
                 rate / ceiling_rate
             );
         }
     }
-    let vs = |rate: f64| match ceiling_rate {
-        Some(c) => format!("{:.2}", rate / c),
+    let vs = |rate: f64| match &ceiling_rate {
+        Some((c, _)) => format!("{:.2}", rate / c),
         None => "–".into(),
     };
     // Mean events per atomic batch, when the mode made batches.
@@ -641,24 +712,26 @@ async fn main() {
         let catchup_rate = backlog as f64 / r.catchup_secs;
         let live = r.live.end - r.live.start;
         println!(
-            "| catch-up {}: backlog, transactions of 10 | {backlog} | {catchup_rate:.0} events/s ({:.2} s{}) | {} | {:.1} MiB |",
+            "| catch-up {}: backlog, transactions of 10 | {backlog} | {catchup_rate:.0} events/s ({:.2} s{}) | {} | {:.1} MiB | {} |",
             r.mode,
             r.catchup_secs,
             per_batch(backlog, *backlog_batches),
             vs(catchup_rate),
-            r.catchup_rss
+            r.catchup_rss,
+            r.catchup_cpu
         );
         println!(
-            "| live {}: {rate}/s for {seconds} s, single-row transactions | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB |",
+            "| live {}: {rate}/s for {seconds} s, single-row transactions | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB | {} |",
             r.mode,
             percentile(&lat.from_sent, 0.50),
             percentile(&lat.from_sent, 0.99),
             percentile(&lat.from_sent, 1.0),
             per_batch(live, *live_batches),
-            r.live_rss
+            r.live_rss,
+            r.live_cpu
         );
         println!(
-            "| live {}, bounds: from the INSERT's answer to stored (lower bound); the INSERT's round trip | {live} | answer→ack p50 {:.2} ms, p99 {:.2} ms; round trip p50 {:.2} ms, p99 {:.2} ms | – | – |",
+            "| live {}, bounds: from the INSERT's answer to stored (lower bound); the INSERT's round trip | {live} | answer→ack p50 {:.2} ms, p99 {:.2} ms; round trip p50 {:.2} ms, p99 {:.2} ms | – | – | – |",
             r.mode,
             percentile(&lat.from_answer, 0.50),
             percentile(&lat.from_answer, 0.99),

@@ -106,6 +106,12 @@ impl Binary {
         wait_for_log(&self.log, "reading binlog", 1).await;
     }
 
+    /// CPU seconds the process has used so far.
+    #[allow(dead_code)]
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id()).expect("/proc/PID/stat is readable")
+    }
+
     /// Peak resident set size so far (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         let hwm = self.proc_status("VmHWM").expect("VmHWM in status");
@@ -214,6 +220,18 @@ impl Drop for Binary {
 }
 
 /// A field of `/proc/PROCESS/status` (`PROCESS`: a pid, or `self`), when the kernel has it.
+/// CPU time (user + system, all threads) a process has used so far, in seconds, from
+/// `/proc/PID/stat`.
+#[allow(dead_code)] // the e2e bench reports each phase's CPU use
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
 pub fn proc_status(process: &str, field: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     status

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::connector::cpu_seconds;
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -67,6 +69,14 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// CPU seconds a running server process has used so far.
+fn child_cpu_seconds(child: &Option<Child>) -> f64 {
+    child
+        .as_ref()
+        .and_then(|c| cpu_seconds(c.id()))
+        .expect("the server is running")
 }
 
 /// A private mariadbd with ROW binlog, FULL row image and FULL row metadata.
@@ -182,6 +192,12 @@ impl MariaDb {
 
     pub fn url_for(&self, user: &str, password: &str) -> String {
         format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// CPU seconds the server has used so far.
+    #[allow(dead_code)] // the e2e bench reports each phase's CPU use
+    pub fn cpu_seconds(&self) -> f64 {
+        child_cpu_seconds(&self.child)
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: it keeps its sockets but says nothing.
@@ -363,6 +379,12 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// CPU seconds the server has used so far.
+    #[allow(dead_code)] // the e2e bench reports each phase's CPU use
+    pub fn cpu_seconds(&self) -> f64 {
+        child_cpu_seconds(&self.child)
     }
 
     #[allow(dead_code)]
