@@ -22,10 +22,11 @@ pub const ENV_SEPARATOR: &str = "__";
 pub const DEFAULT_SUBJECT: &str = "outbox.event.{aggregatetype}";
 /// JetStream's own default duplicate window; long enough to cover a connector restart.
 pub const DEFAULT_DUPLICATE_WINDOW_MS: u64 = 120_000;
-/// In-flight publish acks. High enough to keep the pipe to JetStream full on loopback and LAN,
-/// well below async-nats' 5000 ack permits (holding all of them deadlocks the client).
+/// In-flight publish acks. High enough to keep the pipe to JetStream full on loopback and LAN.
 pub const DEFAULT_ACK_WINDOW: usize = 1024;
-/// The largest ack window accepted; leaves headroom below async-nats' 5000 permits.
+/// The largest ack window accepted: each in-flight event is held until its ack, and the acks
+/// come back on one subscription whose buffer (async-nats' 65,536 messages) must never fill,
+/// since a full buffer drops acks (their messages are then republished as unknown).
 pub const MAX_ACK_WINDOW: usize = 4000;
 /// How long to wait for one publish ack before the outcome counts as unknown.
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 5_000;
