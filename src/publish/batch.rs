@@ -201,6 +201,10 @@ pub enum BatchError {
         expected_count: u64,
         expected_last_sequence: u64,
     },
+    #[error(
+        "the stream already holds the Nats-Msg-Id of message {position} of {batch} (an outbox id repeated within the stream's duplicate window): it was not stored"
+    )]
+    Duplicate { batch: String, position: usize },
     #[error("JetStream's answer to batch {batch} is not a pub ack: {reply:?}")]
     BadReply { batch: String, reply: String },
     #[error(
@@ -216,6 +220,15 @@ impl BatchError {
             Self::Refused { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// Whether the batch (or a message of singles) was refused for an id the stream holds.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate { .. })
+            || matches!(
+                self.code(),
+                Some(ERR_BATCH_DUPLICATE | ERR_DUPLICATE_IN_PROPOSAL)
+            )
     }
 }
 
@@ -240,14 +253,7 @@ pub async fn send(
     debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
     debug_assert!(batch.len() <= MAX_BATCH_ID_LEN);
     let inbox = client.new_inbox();
-    let mut answer =
-        client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|source| BatchError::Subscribe {
-                batch: batch.to_owned(),
-                source,
-            })?;
+    let mut answer = subscribe_answers(client, batch, inbox.clone()).await?;
     let last = messages.len();
     for (i, message) in messages.into_iter().enumerate() {
         let BatchMessage {
@@ -305,20 +311,155 @@ pub async fn send(
     .boxed())
 }
 
-/// The commit's answer: a pub ack naming the batch, or a JetStream error.
-fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
-    let bad = || BatchError::BadReply {
-        batch: batch.to_owned(),
-        reply: String::from_utf8_lossy(payload).into_owned(),
-    };
-    let reply: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad())?;
-    if let Some(error) = reply.get("error") {
-        return Err(BatchError::Refused {
+/// Sends `messages` (1 to [`MAX_BATCH_MESSAGES`], all for one stream, each the only event of
+/// its transaction for that stream) as single publishes instead of an atomic batch: each is
+/// atomic on its own, and the server stages nothing. The i-th (from 0) expects the stream's
+/// last sequence `expected_last_sequence + i`, so a message that is not stored makes every
+/// later one fail (10071) instead of being stored ahead of it, as in a batch. Each asks for
+/// its pub ack on `<inbox>.<i>`. Returns once everything is handed to the client; the
+/// returned future resolves like a batch's commit: a [`BatchAck`] for all of them, or the
+/// first failure in order (a duplicate is [`BatchError::Duplicate`]), or
+/// [`BatchError::Unconfirmed`] if an answer before it is missing after `timeout`. `label`
+/// names the group in errors, as a batch id does.
+pub async fn send_singles(
+    client: &Client,
+    label: &str,
+    expected_last_sequence: u64,
+    messages: Vec<BatchMessage>,
+    timeout: Duration,
+) -> Result<BoxFuture<'static, Result<BatchAck, BatchError>>, BatchError> {
+    debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
+    let inbox = client.new_inbox();
+    let mut answers = subscribe_answers(client, label, format!("{inbox}.*")).await?;
+    let count = messages.len();
+    for (i, message) in messages.into_iter().enumerate() {
+        let BatchMessage {
+            subject,
+            mut headers,
+            payload,
+        } = message;
+        let expected = expected_last_sequence + i as u64;
+        headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string());
+        client
+            .publish_with_reply_and_headers(subject, format!("{inbox}.{i}"), headers, payload)
+            .await
+            .map_err(|source| BatchError::Send {
+                batch: label.to_owned(),
+                source,
+            })?;
+    }
+    let label = label.to_owned();
+    Ok(async move {
+        let mut answered: Vec<Option<Result<(String, u64), BatchError>>> =
+            (0..count).map(|_| None).collect();
+        let mut missing = count;
+        let gather = async {
+            while missing > 0
+                && let Some(reply) = answers.next().await
+            {
+                let Some(at) = reply
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|at| *at < count && answered[*at].is_none())
+                else {
+                    continue;
+                };
+                let answer = match reply.status {
+                    Some(async_nats::StatusCode::NO_RESPONDERS) => Err(BatchError::NoResponders {
+                        batch: label.clone(),
+                    }),
+                    _ => parse_single_answer(&label, at + 1, &reply.payload),
+                };
+                answered[at] = Some(answer);
+                missing -= 1;
+            }
+        };
+        // Answers missing after the timeout leave those messages' outcome unknown.
+        let _ = tokio::time::timeout(timeout, gather).await;
+        let mut last = None;
+        for answer in answered {
+            match answer {
+                Some(Ok(ack)) => last = Some(ack),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(BatchError::Unconfirmed {
+                        batch: label,
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                }
+            }
+        }
+        let (stream, last_sequence) = last.expect("at least one message");
+        Ok(BatchAck {
+            stream,
+            last_sequence,
+            count: count as u64,
+        })
+    }
+    .boxed())
+}
+
+/// The subscription that receives the answers to `batch` (or to a group of singles).
+async fn subscribe_answers(
+    client: &Client,
+    batch: &str,
+    subject: String,
+) -> Result<async_nats::Subscriber, BatchError> {
+    client
+        .subscribe(subject)
+        .await
+        .map_err(|source| BatchError::Subscribe {
             batch: batch.to_owned(),
-            code: error["err_code"].as_u64().unwrap_or_default(),
-            description: error["description"].as_str().unwrap_or("").to_owned(),
+            source,
+        })
+}
+
+/// A single publish's answer, message `position` (from 1) of `label`: the stream and
+/// sequence it was stored at, or why it was not.
+fn parse_single_answer(
+    label: &str,
+    position: usize,
+    payload: &[u8],
+) -> Result<(String, u64), BatchError> {
+    let reply = parse_pub_ack(label, payload)?;
+    if reply["duplicate"].as_bool() == Some(true) {
+        return Err(BatchError::Duplicate {
+            batch: label.to_owned(),
+            position,
         });
     }
+    match (reply["stream"].as_str(), reply["seq"].as_u64()) {
+        (Some(stream), Some(sequence)) => Ok((stream.to_owned(), sequence)),
+        _ => Err(bad_reply(label, payload)),
+    }
+}
+
+/// A pub ack's JSON, or the JetStream error it holds instead.
+fn parse_pub_ack(label: &str, payload: &[u8]) -> Result<serde_json::Value, BatchError> {
+    let reply: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|_| bad_reply(label, payload))?;
+    match reply.get("error") {
+        Some(error) => Err(BatchError::Refused {
+            batch: label.to_owned(),
+            code: error["err_code"].as_u64().unwrap_or_default(),
+            description: error["description"].as_str().unwrap_or("").to_owned(),
+        }),
+        None => Ok(reply),
+    }
+}
+
+fn bad_reply(label: &str, payload: &[u8]) -> BatchError {
+    BatchError::BadReply {
+        batch: label.to_owned(),
+        reply: String::from_utf8_lossy(payload).into_owned(),
+    }
+}
+
+/// The commit's answer: a pub ack naming the batch, or a JetStream error.
+fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
+    let reply = parse_pub_ack(batch, payload)?;
     match (
         reply["stream"].as_str(),
         reply["seq"].as_u64(),
@@ -330,7 +471,7 @@ fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
             last_sequence,
             count,
         }),
-        _ => Err(bad()),
+        _ => Err(bad_reply(batch, payload)),
     }
 }
 
@@ -406,6 +547,34 @@ mod tests {
         assert!(matches!(other, Err(BatchError::BadReply { .. })));
         assert!(matches!(
             parse_answer("b1", b""),
+            Err(BatchError::BadReply { .. })
+        ));
+    }
+
+    #[test]
+    fn a_single_publishs_answer_is_its_sequence_a_duplicate_or_a_refusal() {
+        assert_eq!(
+            parse_single_answer("g1", 3, br#"{"stream":"S","seq":9}"#).unwrap(),
+            ("S".to_owned(), 9)
+        );
+        let dup = parse_single_answer("g1", 3, br#"{"stream":"S","seq":4,"duplicate": true}"#)
+            .unwrap_err();
+        assert!(
+            matches!(dup, BatchError::Duplicate { position: 3, .. }),
+            "{dup:?}"
+        );
+        assert!(dup.is_duplicate());
+        assert!(dup.to_string().contains("message 3 of g1"), "{dup}");
+        let wrong = parse_single_answer(
+            "g1",
+            2,
+            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 8"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(wrong.code(), Some(ERR_WRONG_LAST_SEQUENCE));
+        assert!(!wrong.is_duplicate());
+        assert!(matches!(
+            parse_single_answer("g1", 1, b"{}"),
             Err(BatchError::BadReply { .. })
         ));
     }

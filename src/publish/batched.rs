@@ -6,6 +6,13 @@
 //! their commit; so a quiet stream commits each transaction at once and a backlog fills
 //! batches to the server's limit of [`MAX_BATCH_MESSAGES`].
 //!
+//! A group in which every message is its transaction's only event for the stream (the
+//! usual outbox transaction writes one event) needs no batch: each message is atomic on its
+//! own. Such a group is sent as single publishes (`batch::send_singles`), each expecting the
+//! stream's last sequence before it, which spares the server staging a batch (on a stream
+//! with one replica on file storage nats-server stages each batch in a file store of its
+//! own). A group holding a transaction with several events for the stream is a batch.
+//!
 //! Order: each batch's first message expects the stream's last sequence before it
 //! (`Nats-Expected-Last-Sequence`: read from the stream before this run's first batch, then
 //! advanced by each batch's size, since a batch is stored whole or not at all). A batch that
@@ -15,7 +22,8 @@
 //!
 //! A batch refused because the stream already holds one of its ids (error 10201: an outbox id
 //! repeated within the duplicate window) cannot be told apart message by message, and would
-//! be refused on every retry. The publisher remembers the first and last position of such a
+//! be refused on every retry. A group of singles with such an id stops at it the same way
+//! (the messages after it expect a sequence the duplicate did not take). The publisher remembers the first and last position of such a
 //! batch; the next run sends the events of batches overlapping that range one at a time
 //! (dedup drops the duplicate, as in per-message mode, and each expects the stream's last
 //! sequence), then batches again. Those transactions are then not atomic.
@@ -204,12 +212,16 @@ impl Batcher<'_, '_> {
                 Output::End(checkpoint) => self
                     .commits
                     .push_back(futures::future::ready(Ok(Done::End(checkpoint))).boxed()),
-                Output::Batch { stream, messages } => {
+                Output::Batch {
+                    stream,
+                    messages,
+                    singles,
+                } => {
                     while self.batches_in_flight >= BATCHES_IN_FLIGHT {
                         let done = self.commits.next().await.expect("batches are in flight");
                         self.settle(done?, acked);
                     }
-                    self.send_batch(stream, messages, acked).await?;
+                    self.send_batch(stream, messages, singles, acked).await?;
                 }
             }
         }
@@ -252,10 +264,13 @@ impl Batcher<'_, '_> {
         Ok(seq)
     }
 
+    /// Sends a group as one atomic batch or, with `singles` (each message its transaction's
+    /// only event for the stream), as single publishes that the server need not stage.
     async fn send_batch(
         &mut self,
         stream: Arc<str>,
         messages: Vec<OutgoingMessage>,
+        singles: bool,
         acked: &watch::Sender<Option<Checkpoint>>,
     ) -> Result<(), PublishError> {
         let range: PositionRange = (
@@ -280,7 +295,13 @@ impl Batcher<'_, '_> {
         self.window.ensure_leading(&messages[0].id)?;
         let expected = self.expected_last_sequence(&stream).await?;
         self.batches_sent += 1;
-        let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
+        let batch_id = match singles {
+            false => format!("{}-{}", self.run_id, self.batches_sent),
+            true => format!(
+                "{}-{} (sent as single messages)",
+                self.run_id, self.batches_sent
+            ),
+        };
         let count = messages.len() as u64;
         let first_id = messages[0].id.clone();
         let last_id = messages[messages.len() - 1].id.clone();
@@ -303,15 +324,21 @@ impl Batcher<'_, '_> {
             first_id,
             last_id,
         };
-        let commit = batch::send(
-            &self.publisher().client,
-            &batch_id,
-            Some(expected),
-            parts,
-            answer_each,
-            timeout,
-        )
-        .await
+        let client = &self.publisher().client;
+        let commit = match singles {
+            true => batch::send_singles(client, &batch_id, expected, parts, timeout).await,
+            false => {
+                batch::send(
+                    client,
+                    &batch_id,
+                    Some(expected),
+                    parts,
+                    answer_each,
+                    timeout,
+                )
+                .await
+            }
+        }
         .map_err(|e| context.error(e))?;
         self.last_sequence
             .insert(Arc::clone(&stream), expected + count);
@@ -345,9 +372,7 @@ impl Batcher<'_, '_> {
                     }
                     Err(e) => {
                         let why = match e.code() {
-                            Some(batch::ERR_BATCH_DUPLICATE | batch::ERR_DUPLICATE_IN_PROPOSAL) => {
-                                Some(Refusal::Duplicate)
-                            }
+                            _ if e.is_duplicate() => Some(Refusal::Duplicate),
                             Some(batch::ERR_BATCH_INCOMPLETE) => Some(Refusal::Incomplete),
                             _ => None,
                         };

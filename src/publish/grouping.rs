@@ -10,21 +10,47 @@
 //!
 //! A transaction end is released only after every batch holding its events (it then follows
 //! them in the output), so a checkpoint never passes an event that is not sent.
+//!
+//! A batch says whether each of its messages is the only event of its transaction for that
+//! stream (`singles`): such a message is atomic on its own, so the publisher may send the
+//! messages one by one instead of as an atomic batch (see [`super::batched`]).
 
 use std::sync::Arc;
 
 /// What the grouper hands to the publisher, in publish order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<M, E> {
-    /// Messages for one stream, to be sent as one atomic batch.
-    Batch { stream: Arc<str>, messages: Vec<M> },
+    /// Messages for one stream, to be sent as one atomic batch; with `singles`, each is the
+    /// only event of its transaction for the stream.
+    Batch {
+        stream: Arc<str>,
+        messages: Vec<M>,
+        singles: bool,
+    },
     /// A transaction end whose events are all in batches output before it.
     End(E),
 }
 
 /// Messages per stream, in the order the streams first appeared.
 struct PerStream<M> {
-    streams: Vec<(Arc<str>, Vec<M>)>,
+    streams: Vec<StreamGroup<M>>,
+}
+
+/// One stream's messages, and whether a transaction gave it more than one of them.
+struct StreamGroup<M> {
+    stream: Arc<str>,
+    messages: Vec<M>,
+    several_per_transaction: bool,
+}
+
+impl<M> StreamGroup<M> {
+    fn into_output<E>(self) -> Output<M, E> {
+        Output::Batch {
+            stream: self.stream,
+            messages: self.messages,
+            singles: !self.several_per_transaction,
+        }
+    }
 }
 
 impl<M> PerStream<M> {
@@ -34,31 +60,35 @@ impl<M> PerStream<M> {
         }
     }
 
-    fn get_mut(&mut self, stream: &Arc<str>) -> &mut Vec<M> {
+    fn get_mut(&mut self, stream: &Arc<str>) -> &mut StreamGroup<M> {
         // A connector has a handful of streams: a linear search beats hashing.
-        let at = match self.streams.iter().position(|(s, _)| s == stream) {
+        let at = match self.streams.iter().position(|g| &g.stream == stream) {
             Some(at) => at,
             None => {
-                self.streams.push((Arc::clone(stream), Vec::new()));
+                self.streams.push(StreamGroup {
+                    stream: Arc::clone(stream),
+                    messages: Vec::new(),
+                    several_per_transaction: false,
+                });
                 self.streams.len() - 1
             }
         };
-        &mut self.streams[at].1
+        &mut self.streams[at]
     }
 
     fn len_of(&self, stream: &str) -> usize {
         self.streams
             .iter()
-            .find(|(s, _)| &**s == stream)
-            .map_or(0, |(_, m)| m.len())
+            .find(|g| &*g.stream == stream)
+            .map_or(0, |g| g.messages.len())
     }
 
     fn is_empty(&self) -> bool {
-        self.streams.iter().all(|(_, m)| m.is_empty())
+        self.streams.iter().all(|g| g.messages.is_empty())
     }
 
     fn total(&self) -> usize {
-        self.streams.iter().map(|(_, m)| m.len()).sum()
+        self.streams.iter().map(|g| g.messages.len()).sum()
     }
 }
 
@@ -87,7 +117,7 @@ impl<M, E> Grouper<M, E> {
 
     /// An event of the transaction being read, for `stream`.
     pub fn push(&mut self, stream: &Arc<str>, message: M, out: &mut Vec<Output<M, E>>) {
-        let events = self.current.get_mut(stream);
+        let events = &mut self.current.get_mut(stream).messages;
         events.push(message);
         if events.len() < self.limit {
             return;
@@ -97,6 +127,7 @@ impl<M, E> Grouper<M, E> {
         self.flush(out);
         out.push(Output::Batch {
             stream: Arc::clone(stream),
+            singles: chunk.len() == 1,
             messages: chunk,
         });
     }
@@ -107,13 +138,15 @@ impl<M, E> Grouper<M, E> {
             .current
             .streams
             .iter()
-            .all(|(s, m)| self.group.len_of(s) + m.len() <= self.limit);
+            .all(|g| self.group.len_of(&g.stream) + g.messages.len() <= self.limit);
         if !fits {
             self.flush(out);
         }
-        for (stream, mut events) in self.current.streams.drain(..) {
-            if !events.is_empty() {
-                self.group.get_mut(&stream).append(&mut events);
+        for mut events in self.current.streams.drain(..) {
+            if !events.messages.is_empty() {
+                let group = self.group.get_mut(&events.stream);
+                group.several_per_transaction |= events.messages.len() > 1;
+                group.messages.append(&mut events.messages);
             }
         }
         if self.group.is_empty() {
@@ -126,9 +159,9 @@ impl<M, E> Grouper<M, E> {
 
     /// Hands out the open group: a batch per stream, then the ends of its transactions.
     pub fn flush(&mut self, out: &mut Vec<Output<M, E>>) {
-        for (stream, messages) in self.group.streams.drain(..) {
-            if !messages.is_empty() {
-                out.push(Output::Batch { stream, messages });
+        for group in self.group.streams.drain(..) {
+            if !group.messages.is_empty() {
+                out.push(group.into_output());
             }
         }
         out.extend(self.ends.drain(..).map(Output::End));
@@ -151,10 +184,21 @@ mod tests {
 
     type Out = Output<u32, &'static str>;
 
+    /// A batch some transaction gave several of its events.
     fn batch(stream: &str, messages: &[u32]) -> Out {
         Output::Batch {
             stream: stream.into(),
             messages: messages.to_vec(),
+            singles: false,
+        }
+    }
+
+    /// A batch of messages that are each their transaction's only event for the stream.
+    fn singles(stream: &str, messages: &[u32]) -> Out {
+        Output::Batch {
+            stream: stream.into(),
+            messages: messages.to_vec(),
+            singles: true,
         }
     }
 
@@ -181,7 +225,7 @@ mod tests {
         out.clear();
         g.end("t3", &mut out);
         g.flush(&mut out);
-        assert_eq!(out, vec![batch("A", &[4]), Output::End("t3")]);
+        assert_eq!(out, vec![singles("A", &[4]), Output::End("t3")]);
         assert_eq!(g.held(), 0);
         assert!(!g.has_group());
     }
@@ -220,7 +264,7 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                batch("A", &[1]),
+                singles("A", &[1]),
                 Output::End("t1"),
                 batch("A", &[2, 3]),
                 batch("A", &[4, 5]),
@@ -230,7 +274,11 @@ mod tests {
         g.end("t2", &mut out);
         assert!(out.is_empty(), "its tail waits in the group");
         g.flush(&mut out);
-        assert_eq!(out, vec![batch("A", &[6]), Output::End("t2")]);
+        assert_eq!(
+            out,
+            vec![singles("A", &[6]), Output::End("t2")],
+            "a split transaction's tail of one event is a unit of its own"
+        );
     }
 
     #[test]
@@ -245,7 +293,7 @@ mod tests {
         g.flush(&mut out);
         assert_eq!(
             out,
-            vec![batch("A", &[1, 3]), batch("B", &[2]), Output::End("t1")]
+            vec![batch("A", &[1, 3]), singles("B", &[2]), Output::End("t1")]
         );
     }
 
@@ -264,7 +312,7 @@ mod tests {
         g.flush(&mut out);
         assert_eq!(
             out,
-            vec![batch("A", &[1]), Output::End("t1"), Output::End("empty2")]
+            vec![singles("A", &[1]), Output::End("t1"), Output::End("empty2")]
         );
     }
 
@@ -296,7 +344,40 @@ mod tests {
         g.flush(&mut out);
         assert_eq!(
             out,
-            vec![batch("B", &[10]), batch("A", &[7]), Output::End("t2")]
+            vec![singles("B", &[10]), singles("A", &[7]), Output::End("t2")]
+        );
+    }
+
+    #[test]
+    fn a_group_of_one_event_transactions_is_singles_until_a_transaction_gives_it_two() {
+        let a: Arc<str> = "A".into();
+        let mut g = Grouper::new(10);
+        let mut out = Vec::new();
+        for (m, end) in [(1, "t1"), (2, "t2"), (3, "t3")] {
+            g.push(&a, m, &mut out);
+            g.end(end, &mut out);
+        }
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![
+                singles("A", &[1, 2, 3]),
+                Output::End("t1"),
+                Output::End("t2"),
+                Output::End("t3")
+            ]
+        );
+        out.clear();
+        g.push(&a, 4, &mut out);
+        g.end("t4", &mut out);
+        g.push(&a, 5, &mut out);
+        g.push(&a, 6, &mut out);
+        g.end("t5", &mut out);
+        g.flush(&mut out);
+        assert_eq!(
+            out,
+            vec![batch("A", &[4, 5, 6]), Output::End("t4"), Output::End("t5")],
+            "t5's two events must be atomic: the whole group is a batch"
         );
     }
 }

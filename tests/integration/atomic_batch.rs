@@ -324,6 +324,81 @@ async fn pipelined_library_batches_commit_in_order_and_a_republished_one_is_refu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_singles_are_stored_in_order_and_one_not_stored_is_never_overtaken() {
+    use binlog_outbox::publish::batch::{BatchError, send, send_singles};
+    let Some(binary) = new_nats_binary() else {
+        return;
+    };
+    let nats = Nats::start_binary(binary, "");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    client
+        .request(
+            "$JS.API.STREAM.CREATE.AB",
+            r#"{"name":"AB","subjects":["ab.>"],"allow_atomic":true,"max_msg_size":200}"#.into(),
+        )
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let timeout = Duration::from_secs(5);
+    // Singles, a batch and singles again in flight at once, each group expecting the
+    // sequence the one before it ends at.
+    let mut pending = Vec::new();
+    let mut expected = 0;
+    for (i, size) in [300u64, 20, 1].into_iter().enumerate() {
+        let messages = library_batch(expected..expected + size);
+        let commit = match i {
+            1 => send(&client, "b", Some(expected), messages, false, timeout).await,
+            _ => send_singles(&client, &format!("s{i}"), expected, messages, timeout).await,
+        };
+        expected += size;
+        pending.push(commit.unwrap());
+    }
+    let mut acks = Vec::new();
+    for commit in pending {
+        acks.push(commit.await.unwrap());
+    }
+    let seqs: Vec<_> = acks.iter().map(|a| (a.last_sequence, a.count)).collect();
+    assert_eq!(seqs, [(300, 300), (320, 20), (321, 1)]);
+    assert_eq!(stored(&js, "AB").await, 321);
+
+    // The second of three is refused (above max_msg_size): the third, expecting the
+    // sequence the second would have had, is refused too, and the answer is the second's.
+    let mut three = library_batch(321..324);
+    three[1].payload = vec![b'x'; 300].into();
+    let refused = send_singles(&client, "s-big", 321, three, timeout)
+        .await
+        .unwrap()
+        .await;
+    assert!(
+        matches!(&refused, Err(BatchError::Refused { code, .. }) if *code != 10071),
+        "the second message's own refusal: {refused:?}"
+    );
+    assert_eq!(stored(&js, "AB").await, 322, "the first only");
+
+    // An id the stream holds: that message is not stored, nor anything after it.
+    let mut again = library_batch(322..325);
+    again[1] = library_batch(5..6).pop().unwrap();
+    let dup = send_singles(&client, "s-dup", 322, again, timeout)
+        .await
+        .unwrap()
+        .await;
+    assert!(
+        matches!(&dup, Err(BatchError::Duplicate { position: 2, .. })),
+        "{dup:?}"
+    );
+    assert!(dup.unwrap_err().is_duplicate());
+    assert_eq!(stored(&js, "AB").await, 323);
+
+    // A wrong expectation stores nothing.
+    let wrong = send_singles(&client, "s-wrong", 5, library_batch(400..402), timeout)
+        .await
+        .unwrap()
+        .await;
+    assert_eq!(wrong.unwrap_err().code(), Some(10071));
+    assert_eq!(stored(&js, "AB").await, 323);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_off_before_its_commit_stores_nothing_and_is_republished_whole() {
     use binlog_outbox::publish::batch::send;
     let Some(binary) = new_nats_binary() else {

@@ -149,7 +149,12 @@ async fn a_transaction_of_5000_rows_is_stored_once_in_order_in_consecutive_batch
     let large: Vec<String> = (1..5_001).map(batch_of).collect();
     let distinct: HashSet<&String> = large.iter().collect();
     assert_eq!(distinct.len(), 5, "5000 rows in batches of 1000");
-    assert!(!distinct.contains(&batch_of(0)) && !distinct.contains(&batch_of(5_001)));
+    // Its neighbours, one event each, went as single messages, in no batch.
+    assert!(
+        [&stored[0], &stored[5_001]]
+            .iter()
+            .all(|m| !m.headers.contains_key("Nats-Batch-Id"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +264,67 @@ async fn an_outbox_id_repeated_within_the_duplicate_window_is_dropped_and_the_re
             .chain(&all[30..])
             .all(|e| batched(e.uuid())),
         "before and after it, batches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_transactions_go_as_single_messages_and_a_repeated_id_among_them_is_dropped() {
+    let Some(env) = TestEnv::start_on_new_nats("atomic_singles").await else {
+        return;
+    };
+    let config = write_mode_config(&env, "atomic_batch");
+    let log = env.dir.path().join("connector.log");
+    let connector = Binary::start(&config, &log);
+    connector.wait_until_reading().await;
+    let all = events(1, 60, 4);
+    let mut conn = env.conn().await;
+    let commit_each = async |conn: &mut mysql_async::Conn, events: &[TestEvent]| {
+        for e in events {
+            insert_tx(conn, std::slice::from_ref(e), true).await;
+        }
+    };
+    // A quiet stream: each one-event transaction goes out at once, on its own.
+    for (i, e) in all[..5].iter().enumerate() {
+        insert_tx(&mut conn, std::slice::from_ref(e), true).await;
+        env.wait_for_count(i as u64 + 1, Duration::from_secs(30))
+            .await;
+    }
+    // Then one-event transactions with a transaction of five among them.
+    commit_each(&mut conn, &all[5..25]).await;
+    insert_tx(&mut conn, &all[25..30], true).await;
+    commit_each(&mut conn, &all[30..40]).await;
+    env.wait_for_count(40, Duration::from_secs(60)).await;
+    // A reused id in a one-event transaction is not stored again; what follows it is.
+    env.exec(&format!(
+        "DELETE FROM outbox WHERE id = UNHEX('{}')",
+        all[3].uuid().replace('-', "")
+    ))
+    .await;
+    insert_tx(&mut conn, std::slice::from_ref(&all[3]), true).await;
+    commit_each(&mut conn, &all[40..]).await;
+    env.wait_for_count(all.len() as u64, Duration::from_secs(60))
+        .await;
+    wait_for_checkpoint_at_end(&env).await;
+    let text = connector.log_text();
+    assert!(connector.terminate().success());
+    let stored = env.stored_messages().await;
+    assert_exactly_once_in_order(&stored, &all);
+    let batch_of = |i: usize| stored[i].headers.get("Nats-Batch-Id");
+    assert!(
+        (0..5).all(|i| batch_of(i).is_none()),
+        "one-event transactions went as single messages"
+    );
+    assert!(
+        batch_of(25).is_some() && (25..30).all(|i| batch_of(i) == batch_of(25)),
+        "the transaction of five is one batch"
+    );
+    assert!(
+        text.contains("already holds the Nats-Msg-Id of message"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the stream already holds an event with this id"),
+        "{text}"
     );
 }
 
