@@ -14,7 +14,7 @@
 //! 3. per mode (`per_message`, then `atomic_batch`), one connector with its own stream,
 //!    subjects and checkpoint, starting at the position before the backlog:
 //!    catch-up: time from connector start until the stream holds the backlog;
-//!    live: single-row transactions paced at a fixed rate by several writer connections,
+//!    live: transactions of BENCH_LIVE_ROWS rows (1) paced at a fixed rate by several writer connections,
 //!    taking turns (an even rate, not all writers at the same instant);
 //!    commit-to-acknowledgement latency (the time the INSERT was sent in the payload,
 //!    JetStream's stored timestamp as the acknowledgement time: an upper bound, printed as
@@ -25,7 +25,9 @@
 //!
 //! and the connector's peak RSS in each phase. At the end each connector's stream must hold
 //! exactly the events inserted in its range, once each. Sizes: BENCH_BACKLOG (200000),
-//! BENCH_RATE (5000/s), BENCH_SECONDS (20), BENCH_MESSAGES (raw ceilings; default the
+//! BENCH_RATE (5000/s), BENCH_SECONDS (20), BENCH_LIVE_ROWS (rows per live transaction, 1:
+//! one multi-row INSERT each; in atomic_batch mode one-row transactions go as single
+//! messages, larger ones in batches), BENCH_MESSAGES (raw ceilings; default the
 //! backlog; batches of 10 send a tenth of it, they are slow). BENCH_MODES
 //! (`per_message,atomic_batch`) picks the connector modes; BENCH_CEILINGS=0 skips phase 1.
 //! BENCH_STORAGE=memory makes every stream a memory stream (see [`storage`]).
@@ -283,13 +285,13 @@ async fn insert_backlog(url: &str, count: u64) {
     }
 }
 
-/// Single-row transactions at `rate` events/s for `seconds`, numbered from `first`. Each
-/// payload carries the time its INSERT was sent; returns, per event number from `first`, the
-/// time the server answered it (autocommit: the commit happened between the two).
-async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> Vec<u64> {
-    let total = rate * seconds;
-    let per_writer = total / WRITERS as u64;
-    let interval = Duration::from_secs_f64(WRITERS as f64 / rate as f64);
+/// Transactions of `rows` rows (one INSERT each) at `rate` events/s for `seconds`, numbered
+/// from `first`. Each payload carries the time its INSERT was sent; returns, per event number
+/// from `first`, the time the server answered it (autocommit: the commit happened between
+/// the two).
+async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64, rows: u64) -> Vec<u64> {
+    let per_writer = rate * seconds / (WRITERS as u64 * rows) * rows;
+    let interval = Duration::from_secs_f64((WRITERS as u64 * rows) as f64 / rate as f64);
     let start = Instant::now() + Duration::from_millis(50);
     let tasks: Vec<_> = (0..WRITERS as u64)
         .map(|w| {
@@ -299,22 +301,25 @@ async fn live_writers(url: &str, first: u64, rate: u64, seconds: u64) -> Vec<u64
                 // Writers take turns: an even rate, not all of them at the same instant.
                 let offset = interval / WRITERS as u32 * w as u32;
                 let mut answered = Vec::with_capacity(per_writer as usize);
-                for k in 0..per_writer {
-                    tokio::time::sleep_until((start + offset + interval * k as u32).into()).await;
+                for (t, k) in (0..per_writer).step_by(rows as usize).enumerate() {
+                    tokio::time::sleep_until((start + offset + interval * t as u32).into()).await;
                     let n = first + w * per_writer + k;
+                    let sent = now_micros();
+                    let values: Vec<String> = (n..n + rows).map(|n| row(n, sent)).collect();
                     conn.query_drop(format!(
                         "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES {}",
-                        row(n, now_micros())
+                        values.join(",")
                     ))
                     .await
                     .unwrap();
-                    answered.push(now_micros());
+                    let at = now_micros();
+                    answered.extend(std::iter::repeat_n(at, rows as usize));
                 }
                 answered
             })
         })
         .collect();
-    let mut answered = Vec::with_capacity(total as usize);
+    let mut answered = Vec::with_capacity((per_writer * WRITERS as u64) as usize);
     for t in tasks {
         answered.extend(t.await.unwrap());
     }
@@ -506,6 +511,7 @@ async fn main() {
     let backlog = env_u64("BENCH_BACKLOG", 200_000) / (WRITERS as u64 * 10) * (WRITERS as u64 * 10);
     let rate = env_u64("BENCH_RATE", 5_000);
     let seconds = env_u64("BENCH_SECONDS", 20);
+    let live_rows = env_u64("BENCH_LIVE_ROWS", 1).max(1);
     let messages = env_u64("BENCH_MESSAGES", backlog);
     let batches_in_flight = env_u64("BENCH_BATCHES_IN_FLIGHT", 40) as usize;
     let ceilings = std::env::var("BENCH_CEILINGS").as_deref() != Ok("0");
@@ -621,11 +627,11 @@ async fn main() {
         wait_for_stream_count(&js, stream, next, Duration::from_secs(600), POLL).await;
 
         eprintln!(
-            "live ({mode}): {rate} events/s for {seconds} s in single-row transactions, {WRITERS} writers…"
+            "live ({mode}): {rate} events/s for {seconds} s in transactions of {live_rows} rows, {WRITERS} writers…"
         );
         connector.reset_peak_rss();
         let live_start = CpuSample::take(connector.cpu_seconds(), &nats, &db);
-        let answered = live_writers(&url, next, rate, seconds).await;
+        let answered = live_writers(&url, next, rate, seconds, live_rows).await;
         let total = next + answered.len() as u64;
         wait_for_stream_count(&js, stream, total, Duration::from_secs(120), POLL).await;
         let live_cpu = live_start.until(&CpuSample::take(connector.cpu_seconds(), &nats, &db));
@@ -721,7 +727,7 @@ async fn main() {
             r.catchup_cpu
         );
         println!(
-            "| live {}: {rate}/s for {seconds} s, single-row transactions | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB | {} |",
+            "| live {}: {rate}/s for {seconds} s, transactions of {live_rows} rows | {live} | commit→ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{} | – | {:.1} MiB | {} |",
             r.mode,
             percentile(&lat.from_sent, 0.50),
             percentile(&lat.from_sent, 0.99),
