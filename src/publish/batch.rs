@@ -168,7 +168,9 @@ impl BatchAck {
 }
 
 /// Why a batch was not confirmed. Only [`BatchError::Unconfirmed`] leaves its outcome
-/// unknown; after any other, nothing of the batch was stored.
+/// unknown; after any other, nothing of an atomic batch was stored, while a group of
+/// singles ([`send_singles`]) may have stored the messages before the one that failed (a
+/// restart's start-up skip finds them).
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("cannot subscribe for the answer to batch {batch}")]
