@@ -77,6 +77,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
+use super::acks::{Ack, AckError, AckInbox};
+
 /// Header naming the batch a message belongs to (at most [`MAX_BATCH_ID_LEN`] bytes).
 pub const BATCH_ID: HeaderName = HeaderName::from_static("Nats-Batch-Id");
 /// Header giving a message's place in its batch, from 1.
@@ -255,7 +257,14 @@ pub async fn send(
     debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
     debug_assert!(batch.len() <= MAX_BATCH_ID_LEN);
     let inbox = client.new_inbox();
-    let mut answer = subscribe_answers(client, batch, inbox.clone()).await?;
+    let mut answer =
+        client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|source| BatchError::Subscribe {
+                batch: batch.to_owned(),
+                source,
+            })?;
     let last = messages.len();
     for (i, message) in messages.into_iter().enumerate() {
         let BatchMessage {
@@ -313,12 +322,12 @@ pub async fn send(
     .boxed())
 }
 
-/// Sends `messages` (1 to [`MAX_BATCH_MESSAGES`], all for one stream, each the only event of
+/// Sends `messages` (1 to [`MAX_BATCH_MESSAGES`], all for `stream`, each the only event of
 /// its transaction for that stream) as single publishes instead of an atomic batch: each is
 /// atomic on its own, and the server stages nothing. The i-th (from 0) expects the stream's
 /// last sequence `expected_last_sequence + i`, so a message that is not stored makes every
-/// later one fail (10071) instead of being stored ahead of it, as in a batch. Each asks for
-/// its pub ack on `<inbox>.<i>`. Returns once everything is handed to the client; the
+/// later one fail (10071) instead of being stored ahead of it, as in a batch. The pub acks
+/// come back on one [`AckInbox`]. Returns once everything is handed to the client; the
 /// returned future resolves like a batch's commit: a [`BatchAck`] for all of them, or the
 /// first failure in order (a duplicate is [`BatchError::Duplicate`]), or
 /// [`BatchError::Unconfirmed`] if an answer before it is missing after `timeout`. `label`
@@ -326,13 +335,18 @@ pub async fn send(
 pub async fn send_singles(
     client: &Client,
     label: &str,
+    stream: &str,
     expected_last_sequence: u64,
     messages: Vec<BatchMessage>,
     timeout: Duration,
 ) -> Result<BoxFuture<'static, Result<BatchAck, BatchError>>, BatchError> {
     debug_assert!((1..=MAX_BATCH_MESSAGES).contains(&messages.len()));
-    let inbox = client.new_inbox();
-    let mut answers = subscribe_answers(client, label, format!("{inbox}.*")).await?;
+    let mut inbox = AckInbox::open(client)
+        .await
+        .map_err(|source| BatchError::Subscribe {
+            batch: label.to_owned(),
+            source,
+        })?;
     let count = messages.len();
     for (i, message) in messages.into_iter().enumerate() {
         let BatchMessage {
@@ -342,48 +356,34 @@ pub async fn send_singles(
         } = message;
         let expected = expected_last_sequence + i as u64;
         headers.insert(EXPECTED_LAST_SEQUENCE, expected.to_string());
-        client
-            .publish_with_reply_and_headers(subject, format!("{inbox}.{i}"), headers, payload)
+        inbox
+            .send(subject, headers, payload)
             .await
             .map_err(|source| BatchError::Send {
                 batch: label.to_owned(),
                 source,
             })?;
     }
-    let label = label.to_owned();
+    let (label, stream) = (label.to_owned(), stream.to_owned());
     Ok(async move {
-        let mut answered: Vec<Option<Result<(String, u64), BatchError>>> =
-            (0..count).map(|_| None).collect();
-        let mut missing = count;
+        let mut answered: Vec<Option<Result<u64, BatchError>>> = (0..count).map(|_| None).collect();
         let gather = async {
-            while missing > 0
-                && let Some(reply) = answers.next().await
-            {
-                let Some(at) = reply
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|at| *at < count && answered[*at].is_none())
-                else {
-                    continue;
+            for _ in 0..count {
+                // A number answered twice would make a later one look missing: the timeout
+                // then says "outcome unknown", which is safe.
+                let Some((number, ack)) = inbox.next().await else {
+                    return;
                 };
-                let answer = match reply.status {
-                    Some(async_nats::StatusCode::NO_RESPONDERS) => Err(BatchError::NoResponders {
-                        batch: label.clone(),
-                    }),
-                    _ => parse_single_answer(&label, at + 1, &reply.payload),
-                };
-                answered[at] = Some(answer);
-                missing -= 1;
+                let at = number as usize;
+                answered[at] = Some(single_outcome(&label, at + 1, ack, timeout));
             }
         };
         // Answers missing after the timeout leave those messages' outcome unknown.
         let _ = tokio::time::timeout(timeout, gather).await;
-        let mut last = None;
+        let mut last_sequence = expected_last_sequence;
         for answer in answered {
             match answer {
-                Some(Ok(ack)) => last = Some(ack),
+                Some(Ok(sequence)) => last_sequence = sequence,
                 Some(Err(e)) => return Err(e),
                 None => {
                     return Err(BatchError::Unconfirmed {
@@ -393,7 +393,6 @@ pub async fn send_singles(
                 }
             }
         }
-        let (stream, last_sequence) = last.expect("at least one message");
         Ok(BatchAck {
             stream,
             last_sequence,
@@ -403,65 +402,58 @@ pub async fn send_singles(
     .boxed())
 }
 
-/// The subscription that receives the answers to `batch` (or to a group of singles).
-async fn subscribe_answers(
-    client: &Client,
-    batch: &str,
-    subject: String,
-) -> Result<async_nats::Subscriber, BatchError> {
-    client
-        .subscribe(subject)
-        .await
-        .map_err(|source| BatchError::Subscribe {
-            batch: batch.to_owned(),
-            source,
-        })
-}
-
-/// A single publish's answer, message `position` (from 1) of `label`: the stream and
+/// What the pub ack of message `position` (from 1) of the singles `label` says: the
 /// sequence it was stored at, or why it was not.
-fn parse_single_answer(
+fn single_outcome(
     label: &str,
     position: usize,
-    payload: &[u8],
-) -> Result<(String, u64), BatchError> {
-    let reply = parse_pub_ack(label, payload)?;
-    if reply["duplicate"].as_bool() == Some(true) {
-        return Err(BatchError::Duplicate {
+    ack: Result<Ack, AckError>,
+    timeout: Duration,
+) -> Result<u64, BatchError> {
+    match ack {
+        Ok(Ack::Stored {
+            sequence,
+            duplicate: false,
+        }) => Ok(sequence),
+        Ok(Ack::Stored {
+            duplicate: true, ..
+        }) => Err(BatchError::Duplicate {
             batch: label.to_owned(),
             position,
-        });
-    }
-    match (reply["stream"].as_str(), reply["seq"].as_u64()) {
-        (Some(stream), Some(sequence)) => Ok((stream.to_owned(), sequence)),
-        _ => Err(bad_reply(label, payload)),
-    }
-}
-
-/// A pub ack's JSON, or the JetStream error it holds instead.
-fn parse_pub_ack(label: &str, payload: &[u8]) -> Result<serde_json::Value, BatchError> {
-    let reply: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|_| bad_reply(label, payload))?;
-    match reply.get("error") {
-        Some(error) => Err(BatchError::Refused {
-            batch: label.to_owned(),
-            code: error["err_code"].as_u64().unwrap_or_default(),
-            description: error["description"].as_str().unwrap_or("").to_owned(),
         }),
-        None => Ok(reply),
-    }
-}
-
-fn bad_reply(label: &str, payload: &[u8]) -> BatchError {
-    BatchError::BadReply {
-        batch: label.to_owned(),
-        reply: String::from_utf8_lossy(payload).into_owned(),
+        Ok(Ack::Refused(refusal)) => Err(BatchError::Refused {
+            batch: label.to_owned(),
+            code: refusal.code,
+            description: refusal.description,
+        }),
+        Ok(Ack::NoResponders) | Err(AckError::NoResponders) => Err(BatchError::NoResponders {
+            batch: label.to_owned(),
+        }),
+        Err(AckError::BadReply(reply)) => Err(BatchError::BadReply {
+            batch: label.to_owned(),
+            reply,
+        }),
+        Err(AckError::TimedOut { .. } | AckError::Closed) => Err(BatchError::Unconfirmed {
+            batch: label.to_owned(),
+            timeout_ms: timeout.as_millis() as u64,
+        }),
     }
 }
 
 /// The commit's answer: a pub ack naming the batch, or a JetStream error.
 fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
-    let reply = parse_pub_ack(batch, payload)?;
+    let bad = || BatchError::BadReply {
+        batch: batch.to_owned(),
+        reply: String::from_utf8_lossy(payload).into_owned(),
+    };
+    let reply: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad())?;
+    if let Some(error) = reply.get("error") {
+        return Err(BatchError::Refused {
+            batch: batch.to_owned(),
+            code: error["err_code"].as_u64().unwrap_or_default(),
+            description: error["description"].as_str().unwrap_or("").to_owned(),
+        });
+    }
     match (
         reply["stream"].as_str(),
         reply["seq"].as_u64(),
@@ -473,7 +465,7 @@ fn parse_answer(batch: &str, payload: &[u8]) -> Result<BatchAck, BatchError> {
             last_sequence,
             count,
         }),
-        _ => Err(bad_reply(batch, payload)),
+        _ => Err(bad()),
     }
 }
 
@@ -554,29 +546,35 @@ mod tests {
     }
 
     #[test]
-    fn a_single_publishs_answer_is_its_sequence_a_duplicate_or_a_refusal() {
-        assert_eq!(
-            parse_single_answer("g1", 3, br#"{"stream":"S","seq":9}"#).unwrap(),
-            ("S".to_owned(), 9)
-        );
-        let dup = parse_single_answer("g1", 3, br#"{"stream":"S","seq":4,"duplicate": true}"#)
-            .unwrap_err();
+    fn a_single_publishs_ack_is_its_sequence_a_duplicate_or_a_refusal() {
+        let t = Duration::from_secs(1);
+        let stored = |duplicate| {
+            Ok(Ack::Stored {
+                sequence: 9,
+                duplicate,
+            })
+        };
+        assert_eq!(single_outcome("g1", 3, stored(false), t).unwrap(), 9);
+        let dup = single_outcome("g1", 3, stored(true), t).unwrap_err();
         assert!(
             matches!(dup, BatchError::Duplicate { position: 3, .. }),
             "{dup:?}"
         );
         assert!(dup.is_duplicate());
         assert!(dup.to_string().contains("message 3 of g1"), "{dup}");
-        let wrong = parse_single_answer(
-            "g1",
-            2,
-            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 8"}}"#,
-        )
-        .unwrap_err();
+        let refusal = super::super::acks::JetStreamRefusal {
+            code: ERR_WRONG_LAST_SEQUENCE,
+            description: "wrong last sequence: 8".into(),
+        };
+        let wrong = single_outcome("g1", 2, Ok(Ack::Refused(refusal)), t).unwrap_err();
         assert_eq!(wrong.code(), Some(ERR_WRONG_LAST_SEQUENCE));
         assert!(!wrong.is_duplicate());
         assert!(matches!(
-            parse_single_answer("g1", 1, b"{}"),
+            single_outcome("g1", 1, Ok(Ack::NoResponders), t),
+            Err(BatchError::NoResponders { .. })
+        ));
+        assert!(matches!(
+            single_outcome("g1", 1, Err(AckError::BadReply("{}".into())), t),
             Err(BatchError::BadReply { .. })
         ));
     }

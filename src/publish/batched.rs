@@ -326,7 +326,7 @@ impl Batcher<'_, '_> {
         };
         let client = &self.publisher().client;
         let commit = match singles {
-            true => batch::send_singles(client, &batch_id, expected, parts, timeout).await,
+            true => batch::send_singles(client, &batch_id, &stream, expected, parts, timeout).await,
             false => {
                 batch::send(
                     client,

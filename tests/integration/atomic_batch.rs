@@ -348,7 +348,7 @@ async fn pipelined_singles_are_stored_in_order_and_one_not_stored_is_never_overt
         let messages = library_batch(expected..expected + size);
         let commit = match i {
             1 => send(&client, "b", Some(expected), messages, false, timeout).await,
-            _ => send_singles(&client, &format!("s{i}"), expected, messages, timeout).await,
+            _ => send_singles(&client, &format!("s{i}"), "AB", expected, messages, timeout).await,
         };
         expected += size;
         pending.push(commit.unwrap());
@@ -365,7 +365,7 @@ async fn pipelined_singles_are_stored_in_order_and_one_not_stored_is_never_overt
     // sequence the second would have had, is refused too, and the answer is the second's.
     let mut three = library_batch(321..324);
     three[1].payload = vec![b'x'; 300].into();
-    let refused = send_singles(&client, "s-big", 321, three, timeout)
+    let refused = send_singles(&client, "s-big", "AB", 321, three, timeout)
         .await
         .unwrap()
         .await;
@@ -378,7 +378,7 @@ async fn pipelined_singles_are_stored_in_order_and_one_not_stored_is_never_overt
     // An id the stream holds: that message is not stored, nor anything after it.
     let mut again = library_batch(322..325);
     again[1] = library_batch(5..6).pop().unwrap();
-    let dup = send_singles(&client, "s-dup", 322, again, timeout)
+    let dup = send_singles(&client, "s-dup", "AB", 322, again, timeout)
         .await
         .unwrap()
         .await;
@@ -390,10 +390,17 @@ async fn pipelined_singles_are_stored_in_order_and_one_not_stored_is_never_overt
     assert_eq!(stored(&js, "AB").await, 323);
 
     // A wrong expectation stores nothing.
-    let wrong = send_singles(&client, "s-wrong", 5, library_batch(400..402), timeout)
-        .await
-        .unwrap()
-        .await;
+    let wrong = send_singles(
+        &client,
+        "s-wrong",
+        "AB",
+        5,
+        library_batch(400..402),
+        timeout,
+    )
+    .await
+    .unwrap()
+    .await;
     assert_eq!(wrong.unwrap_err().code(), Some(10071));
     assert_eq!(stored(&js, "AB").await, 323);
 }
